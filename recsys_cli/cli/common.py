@@ -1,0 +1,65 @@
+"""Shared CLI plumbing: options that several commands take, and error → exit-code handling."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from recsys_cli import console
+from recsys_cli.config import Config, load_config
+from recsys_cli.errors import RecsysError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SET_HELP = (
+    "Override one config key, typed by the schema: --set section.key=value (repeatable), "
+    "e.g. --set training.epochs=5 --set evaluation.cutoffs=[5,10]."
+)
+SetOption = typer.Option([], "--set", "-s", help=SET_HELP, metavar="KEY=VALUE")
+ConfigArgument = typer.Argument(..., help="Experiment config (YAML).", metavar="CONFIG")
+JsonOption = typer.Option(False, "--json", help="Also print the machine-readable result as JSON on stdout.")
+QuietOption = typer.Option(False, "--quiet", "-q", help="Print only warnings and errors on stderr.")
+
+
+def handle_errors(func: F) -> F:
+    """Turn a :class:`RecsysError` into one line on stderr and its exit code; Ctrl-C into exit 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RecsysError as exc:
+            console.error(exc.one_line())
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            console.error("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load(config: Path, overrides: list[str]) -> Config:
+    return load_config(config, overrides)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def parse_cutoffs(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise RecsysError(f"--cutoffs {text!r} is not a comma-separated list of integers", hint="e.g. --cutoffs 5,10,20") from None
+    if not values or values[0] < 1:
+        raise RecsysError(f"--cutoffs {text!r} must list positive integers", hint="e.g. --cutoffs 5,10,20")
+    return values

@@ -1,0 +1,32 @@
+"""`recsys config show|validate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from recsys_cli import console
+from recsys_cli.cli.common import ConfigArgument, JsonOption, SetOption, handle_errors, load, print_json
+from recsys_cli.config import config_hash, resolved_dict, to_yaml
+
+app = typer.Typer(help="Inspect and check experiment configs.", no_args_is_help=True)
+
+
+@app.command("show")
+@handle_errors
+def show(config: Path = ConfigArgument, overrides: list[str] = SetOption, as_json: bool = JsonOption) -> None:
+    """Print the fully resolved config (every default filled in, overrides applied) on stdout."""
+    cfg = load(config, overrides)
+    if as_json:
+        print_json(resolved_dict(cfg))
+    else:
+        typer.echo(to_yaml(cfg), nl=False)
+
+
+@app.command("validate")
+@handle_errors
+def validate(config: Path = ConfigArgument, overrides: list[str] = SetOption) -> None:
+    """Check a config without running anything: exit 0 if valid, 2 with the problem otherwise."""
+    cfg = load(config, overrides)
+    console.success(f"{config}: valid (model {cfg.model.name}, data set {cfg.data.dataset}, hash {config_hash(cfg)})")

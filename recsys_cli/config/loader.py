@@ -1,0 +1,172 @@
+"""Reading a config: YAML file → environment overrides → ``--set`` overrides → validated :class:`Config`."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from recsys_cli.config.schema import Config
+from recsys_cli.errors import ConfigError
+
+ENV_OVERRIDES = {"RECSYS_DATA_DIR": ("data", "data_dir"), "RECSYS_RUNS_DIR": ("experiment", "runs_dir")}
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist", hint="check the path, or copy one from configs/")
+    if path.is_dir():
+        raise ConfigError(f"config path {path} is a directory", hint="pass a .yaml file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}", hint="fix the YAML syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file", hint="save the config as UTF-8 YAML") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections, not {type(data).__name__}",
+            hint="start the file with keys such as 'experiment:' and 'model:'",
+        )
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"training.epochs=5"`` → (["training", "epochs"], 5). Values are YAML scalars or lists."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r} is not of the form section.key=value", hint="e.g. --set training.epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any, *, origin: str) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: cannot set {'.'.join(path)} because {part} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: Iterable[str], env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    env = os.environ if env is None else env
+    for var, path in ENV_OVERRIDES.items():
+        if env.get(var):
+            _set_path(data, list(path), env[var], origin=f"environment variable {var}")
+    for text in overrides:
+        path, value = parse_override(text)
+        _set_path(data, path, value, origin=f"--set {text}")
+    return data
+
+
+def _schema_at(loc: tuple[Any, ...], data: dict[str, Any]) -> type[BaseModel] | None:
+    """The pydantic model whose fields live at ``loc`` (for did-you-mean suggestions)."""
+    from recsys_cli.models.registry import model_config_class
+
+    cls: type[BaseModel] | None = Config
+    node: Any = data
+    for part in loc:
+        if cls is None or not isinstance(part, str):
+            return None
+        if cls is Config and part == "model":
+            try:
+                cls = model_config_class(str((node or {}).get("model", {}).get("name")))
+            except (ValueError, AttributeError):
+                return None
+            node = node.get("model") if isinstance(node, dict) else None
+            continue
+        field = cls.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        cls = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        node = node.get(part) if isinstance(node, dict) else None
+    return cls
+
+
+def _format_error(err: Mapping[str, Any], data: dict[str, Any], origin: str) -> str:
+    loc = tuple(err.get("loc", ()))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        parent = _schema_at(loc[:-1], data)
+        allowed = sorted(parent.model_fields) if parent is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        where = ".".join(str(p) for p in loc[:-1]) or "the top level"
+        return f"{origin}: unknown key '{key}'{hint} (allowed in {where}: {', '.join(allowed)})"
+    msg = err.get("msg", "invalid value")
+    if kind == "missing":
+        return f"{origin}: missing required key '{key}'"
+    if kind == "literal_error":
+        return f"{origin}: bad value for '{key}': {msg.replace('Input should be', 'allowed values are')}"
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{origin}: bad value for '{key}': {msg}{shown}"
+
+
+def validate(data: dict[str, Any], *, origin: str) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = [_format_error(err, data, origin) for err in exc.errors(include_url=False)]
+        raise ConfigError("; ".join(lines)) from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: Iterable[str] = (),
+    *,
+    data: dict[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Load and validate a config file (or an already parsed mapping) with overrides applied."""
+    if path is not None:
+        raw = read_yaml(path)
+        origin = str(path)
+    else:
+        raw = json.loads(json.dumps(data or {}))
+        origin = "config"
+    raw = apply_overrides(raw, overrides, env)
+    return validate(raw, origin=origin)
+
+
+def resolved_dict(config: Config) -> dict[str, Any]:
+    """The config with every default filled in, as plain YAML-friendly data."""
+    return config.model_dump(mode="json")
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(resolved_dict(config), sort_keys=False, default_flow_style=None)
+
+
+def config_hash(config: Config) -> str:
+    """Short hash of what determines the results (directories excluded, so runs can move)."""
+    data = resolved_dict(config)
+    data["experiment"].pop("runs_dir", None)
+    data["data"].pop("data_dir", None)
+    blob = json.dumps(data, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]

@@ -1,0 +1,93 @@
+"""The Python API behind the CLI: ``train``, ``run`` and ``evaluate`` one experiment.
+
+    from recsys_cli import load_config, experiment
+    result = experiment.run(load_config("configs/mlp-iris.yaml"))
+    print(result.run_dir, result.metrics)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recsys_cli import atomic, console
+from recsys_cli.config import Config
+from recsys_cli.devices import configure_threads, describe_device, resolve_device, resolve_dtype, seed_everything
+from recsys_cli.errors import RecsysError
+from recsys_cli.models.registry import get_model_class
+from recsys_cli.rundir import RunDirectory
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str
+    metrics: Any = None  # evaluation result (recommenders) or metric rows (classifiers)
+
+
+def _task(name: str):
+    if name == "classification":
+        from recsys_cli.tasks import classification
+
+        return classification
+    from recsys_cli.tasks import recommendation
+
+    return recommendation
+
+
+def train(config: Config, *, evaluate: bool = False, resume: str | Path | None = None) -> RunResult:
+    """Create a run directory, then split (if needed), fit and save the model; optionally evaluate."""
+    try:
+        model_cls = get_model_class(config.model.name)
+    except ValueError as exc:
+        raise RecsysError(str(exc)) from None
+    run = RunDirectory.create(config)
+    with run.active(device=None):
+        configure_threads(config.device.threads)
+        seed_everything(config.experiment.seed)
+        device = resolve_device(config.device.accelerator)
+        dtype = resolve_dtype(config.device.dtype, device)
+        run.update_env(device=describe_device(device), dtype=config.device.dtype)
+        console.info(f"experiment {config.experiment.name}: model {model_cls.name}, seed {config.experiment.seed}")
+        resume_from = Path(resume) if resume else None
+        task = _task(model_cls.task)
+        if model_cls.task == "classification":
+            metrics = task.train(config, run, model_cls, device, dtype, evaluate=True)
+        else:
+            metrics = task.train(config, run, model_cls, device, dtype, evaluate=evaluate, resume_from=resume_from)
+    return RunResult(run.path, "succeeded", metrics)
+
+
+def run(config: Config) -> RunResult:
+    """The everyday command: split (if needed), train and evaluate in one go."""
+    return train(config, evaluate=True)
+
+
+def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int] | None = None,
+             overrides: list[str] | None = None) -> RunResult:
+    """Evaluate a trained run from its saved model, without refitting."""
+    run = RunDirectory.open(run_dir)
+    config = run.config(overrides)
+    model_cls = get_model_class(config.model.name)
+    if model_cls.task == "classification":
+        raise RecsysError(f"{config.model.name} runs report their metrics during training",
+                          hint=f"read {run.path / 'metrics.csv'}")
+    if not (run.path / "model" / "model.pt").is_file():
+        raise RecsysError(f"{run.path} has no saved model (model/model.pt)",
+                          hint="the run did not finish fitting; rerun recsys train")
+    from recsys_cli.data import load_split_for_run
+    from recsys_cli.tasks.recommendation import evaluate_model
+
+    with console.capture() as log:
+        seed_everything(config.experiment.seed)
+        device = resolve_device(config.device.accelerator)
+        dtype = resolve_dtype(config.device.dtype, device)
+        split_obj = load_split_for_run(run, config)
+        model = model_cls.load(run.path / "model", train=split_obj.train, device=device, dtype=dtype)
+        result = evaluate_model(config, run, model, split_obj, which=split, cutoffs=cutoffs)
+        run.write_timing()
+    log_path = run.path / "log.txt"
+    previous = log_path.read_text(encoding="utf-8") if log_path.exists() else ""
+    atomic.write_text(log_path, previous + log.getvalue())
+    return RunResult(run.path, "succeeded", result)

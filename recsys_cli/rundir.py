@@ -1,0 +1,218 @@
+"""Run directories: one folder per train/run, holding everything needed to read and reproduce it.
+
+Layout (every file written atomically)::
+
+    runs/<UTC time>-<experiment name>-<config hash>/
+        config.yaml   resolved config          env.json     versions, device, git commit, command line
+        status.json   running/succeeded/failed/interrupted, with the error
+        log.txt       what was printed         timing.json  seconds per phase, peak memory, throughput
+        metrics.csv/.json/.md                  model/       saved model (when the model has one)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recsys_cli import atomic, console
+from recsys_cli.config import Config, config_hash, load_config, to_yaml
+from recsys_cli.errors import RecsysError
+from recsys_cli.timing import Timing
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def git_commit(path: Path = PROJECT_ROOT) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(
+        ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True, text=True, timeout=5, check=False,
+    ).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def environment(device: str | None = None) -> dict[str, Any]:
+    import numpy
+    import scipy
+    import torch
+
+    from recsys_cli import __version__
+
+    return {
+        "recsys_cli": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "device": device,
+        "git_commit": git_commit(),
+        "command_line": shlex.join(sys.argv) if sys.argv else None,
+        "cwd": os.getcwd(),
+    }
+
+
+class RunDirectory:
+    """A run's folder and its lifecycle: ``running`` → ``succeeded`` | ``failed`` | ``interrupted``."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.timing = Timing()
+        self._log = None
+
+    # -- creation -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, config: Config, *, runs_dir: Path | None = None) -> RunDirectory:
+        runs_dir = Path(runs_dir or config.experiment.runs_dir)
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        base = f"{stamp}-{config.experiment.name}-{config_hash(config)}"
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1000):
+            name = base if attempt == 0 else f"{base}-{attempt + 1}"
+            try:
+                (runs_dir / name).mkdir()
+                break
+            except FileExistsError:
+                continue
+        else:  # pragma: no cover - a thousand runs of one config in one second
+            raise RecsysError(f"could not create a unique run directory under {runs_dir}")
+        run = cls(runs_dir / name)
+        atomic.write_text(run.path / "config.yaml", to_yaml(config))
+        run.write_status("running")
+        run.point_latest()
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> RunDirectory:
+        path = Path(path)
+        if path.name == "latest" and path.is_file() and not path.is_symlink():
+            path = path.parent / path.read_text().strip()
+        if not path.is_dir():
+            raise RecsysError(f"run directory {path} does not exist", hint="pass a folder under runs/, or runs/latest")
+        if not (path / "config.yaml").is_file():
+            raise RecsysError(f"{path} is not a run directory (no config.yaml)", hint="pass a folder made by recsys train/run")
+        return cls(path.resolve())
+
+    def point_latest(self) -> None:
+        """``runs/latest`` names the newest run: a relative symlink, replaced atomically."""
+        link = self.path.parent / "latest"
+        tmp = self.path.parent / f".latest.{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        try:
+            tmp.symlink_to(self.path.name, target_is_directory=True)
+            os.replace(tmp, link)
+        except OSError:  # filesystems without symlinks get a plain file naming the run
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            if link.is_symlink() or link.is_dir():
+                with contextlib.suppress(OSError):
+                    link.unlink()
+            atomic.write_text(link, self.path.name + "\n")
+
+    # -- contents -------------------------------------------------------------------------------
+    def config(self, overrides: list[str] | None = None) -> Config:
+        return load_config(self.path / "config.yaml", overrides or [], env={})
+
+    def write_status(self, state: str, **extra: Any) -> None:
+        body = {"status": state, "updated": utc_now(), **extra}
+        atomic.write_json(self.path / "status.json", body)
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / "status.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return {"status": "unknown"}
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic.write_json(self.path / name, obj)
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text())
+
+    def write_timing(self) -> None:
+        atomic.write_json(self.path / "timing.json", self.timing.as_dict())
+
+    def update_env(self, **extra: Any) -> None:
+        path = self.path / "env.json"
+        env = json.loads(path.read_text()) if path.exists() else {}
+        env.update(extra)
+        atomic.write_json(path, env)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def active(self, *, device: str | None = None, final_status: bool = True) -> Iterator[RunDirectory]:
+        """Capture the log, record the environment, and leave an honest status whatever happens."""
+        with console.capture() as log:
+            self.update_env(**environment(device))
+            console.info(f"run directory: {self.path}")
+            try:
+                yield self
+            except KeyboardInterrupt:
+                console.error("interrupted (Ctrl-C); the run is marked interrupted")
+                self.write_status("interrupted", error="KeyboardInterrupt")
+                raise
+            except BaseException as exc:
+                reason = exc.one_line() if isinstance(exc, RecsysError) else f"{type(exc).__name__}: {exc}"
+                self.write_status(
+                    "failed", error=reason, traceback=traceback.format_exc(limit=20)
+                )
+                raise
+            else:
+                if final_status:
+                    self.write_status("succeeded")
+            finally:
+                self.write_timing()
+                previous = (self.path / "log.txt").read_text() if (self.path / "log.txt").exists() else ""
+                atomic.write_text(self.path / "log.txt", previous + log.getvalue())
+
+
+def write_tidy_metrics(run_path: Path, rows: list[dict[str, Any]], *, title: str) -> None:
+    """metrics.csv (tidy), metrics.json and metrics.md, each atomically; rows share their keys."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    with atomic.atomic_path(run_path / "metrics.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    atomic.write_json(run_path / "metrics.json", rows)
+    header = "| " + " | ".join(frame.columns) + " |"
+    sep = "|" + "---|" * len(frame.columns)
+    body = "\n".join("| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False))
+    atomic.write_text(run_path / "metrics.md", f"# {title}\n\n{header}\n{sep}\n{body}\n")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
