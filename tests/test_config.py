@@ -153,3 +153,12 @@ def test_readme_config_reference_matches_the_schema():
     embedded = readme.split(START, 1)[1].split(END, 1)[0].strip()
     assert embedded == reference().strip(), "README config reference is stale: regenerate it with " \
         "python -m recsys_cli.config.reference"
+
+
+def test_readme_cli_reference_matches_the_commands():
+    from recsys_cli.cli.reference import END, START, reference
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert START in readme and END in readme, "README lacks the CLI reference markers"
+    embedded = readme.split(START, 1)[1].split(END, 1)[0].strip()
+    assert embedded == reference().strip(), "README CLI reference is stale: run python -m recsys_cli.cli.reference --write"
