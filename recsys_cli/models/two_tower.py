@@ -1,0 +1,192 @@
+"""Two-tower recommenders, the seed notebook's types 1 and 2 (``variant: 1 | 2``), done right.
+
+``layers = [L0, L1, ..., Ln]``; user and item embeddings have ``L0 / 2`` dimensions each.
+
+- **variant 1**: [user emb; item emb] (L0) → Linear L0→L1 → ReLU → … → Ln → ReLU → Linear(Ln, 1) → sigmoid.
+- **variant 2**: one tower per side, Linear L0/2→L1 → ReLU → … → Ln → ReLU; the two tower outputs are
+  multiplied elementwise, then Linear(Ln, 1) → sigmoid.
+
+The seed's ``[10, 5, 2, 2]`` is expressible as is. ``init: seed`` reproduces the seed's initialisation
+(embeddings N(0, 1), hidden Linear weights N(0, 1) with zero bias, output weights U(0, 1) with zero
+bias); ``init: default`` keeps PyTorch's (embeddings N(0, 0.1²) here, Linear Kaiming-uniform).
+
+Training: every epoch visits every training interaction once in shuffled batches; each positive
+comes with ``num_negatives`` uniform negatives the user has not interacted with (vectorised
+:class:`~recsys_cli.training.sampling.NegativeSampler`); the loss is binary cross-entropy (on logits,
+the numerically stable form of sigmoid + BCE). ``training.batch_size`` counts samples, positives and
+negatives together.
+
+Scoring returns logits (the sigmoid does not change rankings) for all items of a block of users as
+tensor operations: variant 2 evaluates the item tower once per item (cached) and the user tower once
+per user, then one matrix product; variant 1 splits the first Linear into its user and item halves,
+so only the layers after the first run on (user, item) pairs, in memory-bounded blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+from torch import nn
+
+from recsys_cli.config.schema import ModelConfig
+from recsys_cli.models.registry import register
+from recsys_cli.training.engine import LOW_PRECISION, TrainableRecommender
+from recsys_cli.training.sampling import NegativeSampler
+
+PAIR_BLOCK_ELEMENTS = 1 << 23  # activations per variant-1 scoring block (32 MiB in float32)
+
+
+class TwoTowerConfig(ModelConfig):
+    name: Literal["two-tower"] = "two-tower"
+    variant: Literal[1, 2] = Field(1, description="1: concatenate then MLP; 2: a tower per side, product, linear.")
+    layers: list[int] = Field(
+        [64, 32, 16], min_length=1,
+        description="[L0, L1, ...]: embeddings of L0/2 per side, then Linear layers (the seed: [10, 5, 2, 2]).",
+    )
+    num_negatives: int = Field(3, ge=1, description="Uniform negatives per training positive.")
+    init: Literal["seed", "default"] = Field(
+        "default", description="seed: N(0,1) embeddings and weights, U(0,1) output; default: PyTorch's."
+    )
+
+    @field_validator("layers")
+    @classmethod
+    def _even_first(cls, value: list[int]) -> list[int]:
+        if any(v < 1 for v in value):
+            raise ValueError("every layer size must be >= 1")
+        if value[0] % 2 or value[0] < 2:
+            raise ValueError("layers[0] must be even: it is the user and item embedding sizes together")
+        return value
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        mods += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*mods)
+
+
+@register
+class TwoTower(TrainableRecommender):
+    name: ClassVar[str] = "two-tower"
+    Config: ClassVar[type[ModelConfig]] = TwoTowerConfig
+
+    config: TwoTowerConfig
+
+    # -- model ------------------------------------------------------------------------------------
+    def build(self, train: sp.csr_matrix) -> None:
+        cfg = self.config
+        dim = cfg.layers[0] // 2
+        self.user_emb = nn.Embedding(self.n_users, dim)
+        self.item_emb = nn.Embedding(self.n_items, dim)
+        if cfg.variant == 1:
+            self.mlp = _mlp(list(cfg.layers))
+        else:
+            self.user_tower = _mlp([dim, *cfg.layers[1:]])
+            self.item_tower = _mlp([dim, *cfg.layers[1:]])
+        self.out = nn.Linear(cfg.layers[-1], 1)
+        self._init_weights()
+        self._item_cache: torch.Tensor | None = None
+
+    def _init_weights(self) -> None:
+        with torch.no_grad():
+            if self.config.init == "seed":
+                for module in self.modules():
+                    if isinstance(module, nn.Linear):
+                        module.weight.normal_(0.0, 1.0)
+                        module.bias.zero_()
+                self.out.weight.uniform_(0.0, 1.0)
+                self.out.bias.zero_()
+            else:
+                self.user_emb.weight.normal_(0.0, 0.1)
+                self.item_emb.weight.normal_(0.0, 0.1)
+
+    def prepare(self, train: sp.csr_matrix) -> None:
+        coo = sp.csr_matrix(train).tocoo()
+        self._sampler = NegativeSampler(train)
+        ok = self._sampler.has_negatives().numpy()[coo.row]
+        self._pos_users = torch.from_numpy(coo.row[ok].astype(np.int64))
+        self._pos_items = torch.from_numpy(coo.col[ok].astype(np.int64))
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits of (user, item) pairs, pairwise (the training path and the reference for scoring)."""
+        u, i = self.user_emb(users), self.item_emb(items)
+        if self.config.variant == 1:
+            h = self.mlp(torch.cat([u, i], dim=-1))
+        else:
+            h = self.user_tower(u) * self.item_tower(i)
+        return self.out(h).squeeze(-1)
+
+    # -- engine hooks -----------------------------------------------------------------------------
+    def _positives_per_batch(self) -> int:
+        return max(1, self._batch_size // (1 + self.config.num_negatives))
+
+    def num_batches(self, train: sp.csr_matrix) -> int:
+        return math.ceil(len(self._pos_users) / self._positives_per_batch())
+
+    def epoch_batches(self, train: sp.csr_matrix, generator: torch.Generator) -> Iterator[Any]:
+        k = self.config.num_negatives
+        order = torch.randperm(len(self._pos_users), generator=generator)
+        for idx in order.split(self._positives_per_batch()):
+            users, items = self._pos_users[idx], self._pos_items[idx]
+            neg_users = users.repeat(k)
+            negatives = self._sampler.sample(neg_users, generator)
+            labels = torch.zeros(len(users) * (1 + k))
+            labels[: len(users)] = 1.0
+            yield torch.cat([users, neg_users]), torch.cat([items, negatives]), labels
+
+    def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        self._item_cache = None
+        users, items, labels = (t.to(self.device, non_blocking=True) for t in batch)
+        logits = self(users, items)
+        if logits.dtype in LOW_PRECISION:
+            logits = logits.float()
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+    def fit(self, train, ctx) -> None:
+        self._batch_size = ctx.training.batch_size
+        super().fit(train, ctx)
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def before_evaluation(self) -> None:
+        items = self.item_emb.weight
+        if self.config.variant == 2:
+            self._item_cache = self.item_tower(items)
+        else:  # the item half of the first Linear, computed once for all items
+            first: nn.Linear = self.mlp[0]
+            dim = items.shape[1]
+            self._item_cache = items @ first.weight[:, dim:].t()
+
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                if self._item_cache is None:
+                    self.before_evaluation()
+                users = users.to(self.device)
+                if self.config.variant == 2:
+                    u = self.user_tower(self.user_emb(users)) * self.out.weight[0]
+                    return u @ self._item_cache.t() + self.out.bias
+                return self._score_variant1(users)
+        finally:
+            self.train(was_training)
+
+    def _score_variant1(self, users: torch.Tensor) -> torch.Tensor:
+        first: nn.Linear = self.mlp[0]
+        dim = self.user_emb.embedding_dim
+        user_part = self.user_emb(users) @ first.weight[:, :dim].t() + first.bias  # (B, L1)
+        item_part = self._item_cache  # (I, L1)
+        rest = self.mlp[1:]  # ReLU, then the remaining Linear/ReLU pairs
+        out = torch.empty((len(users), self.n_items), device=self.device, dtype=item_part.dtype)
+        step = max(1, PAIR_BLOCK_ELEMENTS // (self.n_items * item_part.shape[1]))
+        for start in range(0, len(users), step):
+            h = rest(user_part[start : start + step, None, :] + item_part[None, :, :])
+            out[start : start + step] = self.out(h).squeeze(-1)
+        return out
