@@ -42,7 +42,7 @@ def train(config: Config, *, evaluate: bool = False, resume: str | Path | None =
         model_cls = get_model_class(config.model.name)
     except ValueError as exc:
         raise RecsysError(str(exc)) from None
-    run = RunDirectory.create(config)
+    run = _reopen_for_resume(config, resume, model_cls) if resume else RunDirectory.create(config)
     with run.active(device=None):
         configure_threads(config.device.threads)
         seed_everything(config.experiment.seed)
@@ -50,13 +50,30 @@ def train(config: Config, *, evaluate: bool = False, resume: str | Path | None =
         dtype = resolve_dtype(config.device.dtype, device)
         run.update_env(device=describe_device(device), dtype=config.device.dtype)
         console.info(f"experiment {config.experiment.name}: model {model_cls.name}, seed {config.experiment.seed}")
-        resume_from = Path(resume) if resume else None
+        resume_from = run.path if resume else None
         task = _task(model_cls.task)
         if model_cls.task == "classification":
             metrics = task.train(config, run, model_cls, device, dtype, evaluate=True)
         else:
             metrics = task.train(config, run, model_cls, device, dtype, evaluate=evaluate, resume_from=resume_from)
     return RunResult(run.path, "succeeded", metrics)
+
+
+def _reopen_for_resume(config: Config, resume: str | Path, model_cls) -> RunDirectory:
+    """``--resume RUN_DIR`` continues in the same run directory, with the config it was started with."""
+    from recsys_cli.config import config_hash
+    from recsys_cli.errors import ConfigError
+
+    run = RunDirectory.open(resume)
+    if not getattr(model_cls, "trainable", False) or model_cls.task != "recommendation":
+        raise ConfigError(f"{model_cls.name} has no checkpoints to resume from",
+                          hint="start a new run without --resume")
+    if config_hash(run.config()) != config_hash(config):
+        raise ConfigError(f"the config differs from the one {run.path} was started with",
+                          hint=f"resume with the run's own config: recsys train {run.path / 'config.yaml'} "
+                               f"--resume {run.path}")
+    run.write_status("running", resumed=True)
+    return run
 
 
 def run(config: Config) -> RunResult:
