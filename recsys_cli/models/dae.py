@@ -133,12 +133,12 @@ class DAE(TrainableRecommender):
 
     # -- engine hooks -----------------------------------------------------------------------------
     def num_batches(self, train: sp.csr_matrix) -> int:
-        return math.ceil(len(self._active) / self._batch_size)
+        return math.ceil(len(self._active) / self.training_config.batch_size)
 
     def epoch_batches(self, train: sp.csr_matrix, generator: torch.Generator) -> Iterator[Any]:
         order = self._active[torch.randperm(len(self._active), generator=generator).numpy()]
-        for start in range(0, len(order), self._batch_size):
-            yield order[start : start + self._batch_size]
+        for start in range(0, len(order), self.training_config.batch_size):
+            yield order[start : start + self.training_config.batch_size]
 
     def batch_samples(self, batch: Any) -> int:
         return len(batch)
@@ -160,10 +160,6 @@ class DAE(TrainableRecommender):
         if self.config.loss == "multinomial":
             return -(F.log_softmax(logits, dim=1) * target).sum(dim=1).mean()
         return F.binary_cross_entropy_with_logits(logits, target)
-
-    def fit(self, train, ctx) -> None:
-        self._batch_size = ctx.training.batch_size
-        super().fit(train, ctx)
 
     # -- scoring ----------------------------------------------------------------------------------
     def score(self, users: torch.Tensor) -> torch.Tensor:

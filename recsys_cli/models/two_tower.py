@@ -125,7 +125,7 @@ class TwoTower(TrainableRecommender):
 
     # -- engine hooks -----------------------------------------------------------------------------
     def _positives_per_batch(self) -> int:
-        return max(1, self._batch_size // (1 + self.config.num_negatives))
+        return max(1, self.training_config.batch_size // (1 + self.config.num_negatives))
 
     def num_batches(self, train: sp.csr_matrix) -> int:
         return math.ceil(len(self._pos_users) / self._positives_per_batch())
@@ -148,10 +148,6 @@ class TwoTower(TrainableRecommender):
         if logits.dtype in LOW_PRECISION:
             logits = logits.float()
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-
-    def fit(self, train, ctx) -> None:
-        self._batch_size = ctx.training.batch_size
-        super().fit(train, ctx)
 
     # -- scoring ----------------------------------------------------------------------------------
     def before_evaluation(self) -> None:

@@ -19,7 +19,8 @@ weights, checkpoints, resume, NaN detection, per-epoch log, ``train_log.csv`` an
             ...
         # optional: prepare(train), before_evaluation(), batch_samples(batch), num_batches(train)
 
-``fit`` is inherited: it builds, prepares and runs ``Trainer(self, ctx).fit(train)``. ``self.rng`` is a
+``fit`` is inherited: it builds, prepares and runs ``Trainer(self, ctx).fit(train)``.
+``self.training_config`` is the run's ``training`` section (batch size, ...). ``self.rng`` is a
 CPU ``torch.Generator`` seeded from (seed, epoch) that the hooks may use for anything random during
 an epoch (noise masks, dropout); because each epoch reseeds it, resuming from a checkpoint replays
 exactly what an uninterrupted run does.
@@ -87,6 +88,7 @@ class TrainableRecommender(Recommender, nn.Module):
         self.rng = torch.Generator().manual_seed(int(seed))
         self.best_epoch: int | None = None
         self.epochs_trained = 0
+        self.training_config = TrainingConfig()  # the Trainer sets the run's before building
 
     # -- hooks ------------------------------------------------------------------------------------
     @abstractmethod
@@ -234,6 +236,7 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self, train: sp.csr_matrix) -> TrainableRecommender:
         model, ctx, tc = self.model, self.ctx, self.tc
+        model.training_config = tc
         model.build_for(train)
         device, dtype = model.device, model.dtype
         optimizer = make_optimizer(model.parameters(), tc)

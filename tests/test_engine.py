@@ -1,0 +1,158 @@
+"""The shared training loop: checkpoints, resume, early stopping, NaN detection, logs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys_cli.config.schema import EarlyStoppingConfig, TrainingConfig
+from recsys_cli.errors import RunFailed
+from recsys_cli.models.base import FitContext
+from recsys_cli.models.dae import DAE, DAEConfig
+from recsys_cli.models.two_tower import TwoTower, TwoTowerConfig
+from recsys_cli.training import Trainer, make_optimizer
+from recsys_cli.training.checkpoint import checkpoint_paths
+
+CPU = torch.device("cpu")
+
+
+def _data(seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    rng = np.random.default_rng(seed)
+    full = (rng.random((60, 40)) < 0.15).astype(np.float64)
+    full[:, 0] = 1.0
+    holdout = rng.random(full.shape) < 0.2
+    return sp.csr_matrix(full * ~holdout), sp.csr_matrix(full * holdout)
+
+
+def _ctx(run_dir=None, resume=False, **training) -> FitContext:
+    train, val = _data()
+    es = EarlyStoppingConfig(**training.pop("early_stopping", {}))
+    tc = TrainingConfig(**{"epochs": 4, "batch_size": 64, "learning_rate": 0.01, **training}, early_stopping=es)
+    return FitContext(device=CPU, dtype=torch.float32, seed=3, training=tc, validation=val, run_dir=run_dir,
+                      resume_from=run_dir if resume else None)
+
+
+def _mean_validation_score(model, train, validation) -> float:
+    """A deterministic stand-in for the evaluator: mean score of the validation pairs."""
+    coo = validation.tocoo()
+    scores = model.score(torch.arange(model.n_users))
+    return float(scores[coo.row, coo.col].mean())
+
+
+def _models():
+    return [
+        lambda: TwoTower(TwoTowerConfig(layers=[8, 4]), device=CPU, dtype=torch.float32, seed=3),
+        lambda: DAE(DAEConfig(hidden=[16, 4], noise="salt-pepper", noise_p=0.2), device=CPU, dtype=torch.float32,
+                    seed=3),
+    ]
+
+
+@pytest.mark.parametrize("make", _models(), ids=["two-tower", "dae"])
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path, make):
+    train, _ = _data()
+    full = make()
+    Trainer(full, _ctx(tmp_path / "a", early_stopping={"enabled": False}),
+            evaluator=_mean_validation_score).fit(train)
+
+    calls = {"n": 0}
+
+    def interrupt_in_third(model, tr, val):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return _mean_validation_score(model, tr, val)
+
+    first = make()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(first, _ctx(tmp_path / "b", early_stopping={"enabled": False}),
+                evaluator=interrupt_in_third).fit(train)
+    side = json.loads(checkpoint_paths(tmp_path / "b", "last")[1].read_text())
+    assert side["epoch"] == 2 and not side["finished"]
+
+    resumed = make()
+    Trainer(resumed, _ctx(tmp_path / "b", resume=True, early_stopping={"enabled": False}),
+            evaluator=_mean_validation_score).fit(train)
+    a, b = full.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = list(csv.DictReader((tmp_path / "b" / "train_log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_early_stopping_restores_the_best_epoch(tmp_path):
+    train, _ = _data()
+    script = iter([0.1, 0.3, 0.2, 0.25, 0.9])
+    model = TwoTower(TwoTowerConfig(layers=[8, 4]), device=CPU, dtype=torch.float32, seed=3)
+    ctx = _ctx(tmp_path, epochs=10, early_stopping={"patience": 2, "min_delta": 0.0})
+    Trainer(model, ctx, evaluator=lambda *a: next(script)).fit(train)
+
+    rows = list(csv.DictReader((tmp_path / "train_log.csv").open()))
+    assert [float(r["val_metric"]) for r in rows] == [0.1, 0.3, 0.2, 0.25]  # stopped after 2 non-improving
+    assert [r["best"] for r in rows] == ["True", "True", "False", "False"]
+    assert model.best_epoch == 2 and model.epochs_trained == 4
+    best = torch.load(checkpoint_paths(tmp_path, "best")[0], weights_only=True)["model"]
+    last = torch.load(checkpoint_paths(tmp_path, "last")[0], weights_only=True)
+    assert set(last) == {"model", "optimizer", "scaler"}
+    assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
+    assert not torch.equal(last["model"]["user_emb.weight"], best["user_emb.weight"])
+    assert json.loads(checkpoint_paths(tmp_path, "best")[1].read_text())["best_epoch"] == 2
+    assert (tmp_path / "train_curve.png").stat().st_size > 1000
+
+
+def test_min_delta_counts_small_gains_as_no_improvement():
+    train, _ = _data()
+    script = iter([0.30, 0.305, 0.309, 0.5])
+    model = TwoTower(TwoTowerConfig(layers=[8, 4]), device=CPU, dtype=torch.float32, seed=3)
+    ctx = _ctx(None, epochs=10, early_stopping={"patience": 2, "min_delta": 0.01})
+    Trainer(model, ctx, evaluator=lambda *a: next(script)).fit(train)
+    assert model.best_epoch == 1 and model.epochs_trained == 3
+
+
+def test_a_nan_loss_fails_naming_epoch_and_batch():
+    train, _ = _data()
+
+    class Exploding(TwoTower):
+        def training_loss(self, batch):
+            loss = super().training_loss(batch)
+            self.calls = getattr(self, "calls", 0) + 1
+            per_epoch = self.num_batches(train)
+            return loss * float("nan") if self.calls == per_epoch + 2 else loss  # epoch 2, batch 2
+
+    model = Exploding(TwoTowerConfig(layers=[8, 4]), device=CPU, dtype=torch.float32, seed=3)
+    with pytest.raises(RunFailed, match=r"became nan at epoch 2, batch 2 — lower training.learning_rate") as err:
+        Trainer(model, _ctx(None), evaluator=_mean_validation_score).fit(train)
+    assert err.value.exit_code == 1
+
+
+def test_optimizers_follow_the_config():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    sgd = make_optimizer(params, TrainingConfig(optimizer="sgd", learning_rate=0.5, momentum=0.9))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+    assert isinstance(make_optimizer(params, TrainingConfig(optimizer="adamw")), torch.optim.AdamW)
+    adam = make_optimizer(params, TrainingConfig(weight_decay=0.1))
+    assert type(adam) is torch.optim.Adam and adam.param_groups[0]["weight_decay"] == 0.1
+
+
+def test_bfloat16_trains_with_float32_weights_under_autocast():
+    train, val = _data()
+    model = TwoTower(TwoTowerConfig(layers=[8, 4]), device=CPU, dtype=torch.bfloat16, seed=3)
+    ctx = _ctx(None, epochs=2)
+    ctx.dtype = torch.bfloat16
+    Trainer(model, ctx, evaluator=_mean_validation_score).fit(train)
+    assert model.user_emb.weight.dtype == torch.float32
+    assert torch.isfinite(model.score(torch.arange(5))).all()
+
+
+def test_same_seed_same_weights():
+    train, _ = _data()
+    runs = []
+    for _ in range(2):
+        model = DAE(DAEConfig(hidden=[16, 4]), device=CPU, dtype=torch.float32, seed=3)
+        Trainer(model, _ctx(None, epochs=2), evaluator=_mean_validation_score).fit(train)
+        runs.append(model.state_dict())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
