@@ -1,0 +1,95 @@
+"""Two-tower variants 1 and 2: the seed's architecture and init, bulk scoring, full-epoch sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from pydantic import ValidationError
+
+from recsys_cli.config.schema import TrainingConfig
+from recsys_cli.models import two_tower
+from recsys_cli.models.base import FitContext
+from recsys_cli.models.two_tower import TwoTower, TwoTowerConfig
+
+CPU = torch.device("cpu")
+
+
+def _train(seed: int = 0) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    return sp.csr_matrix((rng.random((30, 25)) < 0.25).astype(np.float64))
+
+
+def _fitted(epochs: int = 1, **cfg) -> tuple[TwoTower, sp.csr_matrix]:
+    train = _train()
+    model = TwoTower(TwoTowerConfig(**cfg), device=CPU, dtype=torch.float32, seed=2)
+    tc = TrainingConfig(epochs=epochs, batch_size=64, learning_rate=0.01)
+    model.fit(train, FitContext(device=CPU, dtype=torch.float32, seed=2, training=tc))
+    return model, train
+
+
+def _pairwise(model: TwoTower, users: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(users.repeat_interleave(model.n_items), torch.arange(model.n_items).repeat(len(users))).view(
+            len(users), model.n_items)
+
+
+def test_the_seeds_layers_are_expressible_with_the_seeds_shapes_and_init():
+    m1, _ = _fitted(variant=1, layers=[10, 5, 2, 2], init="seed")
+    assert m1.user_emb.embedding_dim == m1.item_emb.embedding_dim == 5
+    linears = [(l.in_features, l.out_features) for l in m1.mlp if isinstance(l, torch.nn.Linear)]
+    assert linears == [(10, 5), (5, 2), (2, 2)] and m1.out.in_features == 2
+    m2 = TwoTower(TwoTowerConfig(variant=2, layers=[10, 5, 2, 2], init="seed"), device=CPU, dtype=torch.float32)
+    m2.n_users, m2.n_items = 3000, 2000
+    m2.build(sp.csr_matrix((3000, 2000)))
+    for tower in (m2.user_tower, m2.item_tower):
+        assert [(l.in_features, l.out_features) for l in tower if isinstance(l, torch.nn.Linear)] == [
+            (5, 5), (5, 2), (2, 2)]
+    # Seed init: N(0, 1) embeddings and hidden weights, zero biases, U(0, 1) output weights.
+    assert abs(float(m2.user_emb.weight.detach().std()) - 1.0) < 0.05
+    assert all(float(l.bias.abs().max()) == 0 for l in m2.user_tower if isinstance(l, torch.nn.Linear))
+    assert 0 <= float(m2.out.weight.min()) and float(m2.out.weight.max()) <= 1
+
+
+def test_layers_zero_must_be_even():
+    with pytest.raises(ValidationError, match="even"):
+        TwoTowerConfig(layers=[9, 4])
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_bulk_scores_equal_the_pairwise_forward_pass(variant, monkeypatch):
+    model, _ = _fitted(variant=variant, layers=[12, 6, 3])
+    users = torch.tensor([0, 3, 7, 29, 3])
+    expected = _pairwise(model, users)
+    assert torch.allclose(model.score(users), expected, atol=1e-5)
+    monkeypatch.setattr(two_tower, "PAIR_BLOCK_ELEMENTS", 1)  # variant 1 in blocks of one user
+    model._item_cache = None
+    assert torch.allclose(model.score(users), expected, atol=1e-5)
+
+
+def test_an_epoch_visits_every_positive_once_with_k_unseen_negatives():
+    model, train = _fitted(layers=[8, 4], num_negatives=3)
+    pairs, negatives = [], []
+    for users, items, labels in model.epoch_batches(train, torch.Generator().manual_seed(0)):
+        n_pos = int(labels.sum())
+        assert len(users) == 4 * n_pos and torch.all(labels[:n_pos] == 1) and torch.all(labels[n_pos:] == 0)
+        pairs += list(zip(users[:n_pos].tolist(), items[:n_pos].tolist()))
+        negatives.append((users[n_pos:], items[n_pos:]))
+    coo = train.tocoo()
+    assert sorted(pairs) == sorted(zip(coo.row.tolist(), coo.col.tolist()))
+    dense = train.toarray()
+    for u, i in negatives:
+        assert not dense[u.numpy(), i.numpy()].any()
+
+
+def test_training_improves_the_loss_and_checkpoint_round_trip(tmp_path):
+    model, train = _fitted(epochs=1, variant=2, layers=[8, 4])
+    later, _ = _fitted(epochs=15, variant=2, layers=[8, 4])
+    batch = next(model.epoch_batches(train, torch.Generator().manual_seed(9)))
+    with torch.no_grad():
+        assert float(later.training_loss(batch)) < float(model.training_loss(batch))
+    later.save(tmp_path / "m")
+    loaded = TwoTower.load(tmp_path / "m", train=train, device=CPU)
+    users = torch.arange(30)
+    assert torch.equal(loaded.score(users), later.score(users))
