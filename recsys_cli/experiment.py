@@ -96,6 +96,18 @@ def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int
     from recsys_cli.data import load_split_for_run
     from recsys_cli.tasks.recommendation import evaluate_model
 
+    # keep the original run's phases (fit, split, ...) in timing.json; only "evaluate" is replaced
+    try:
+        previous_timing = run.read_json("timing.json")
+    except (OSError, ValueError):
+        previous_timing = {}
+    for name, seconds in (previous_timing.get("seconds") or {}).items():
+        if name not in ("total", "evaluate"):
+            run.timing.phases[name] = seconds
+    for name, value in previous_timing.items():
+        if name not in ("seconds", "peak_rss_bytes", "peak_cuda_allocated_bytes"):
+            run.timing.figures[name] = value
+
     with console.capture() as log:
         seed_everything(config.experiment.seed)
         device = resolve_device(config.device.accelerator)

@@ -1,9 +1,14 @@
-"""The course's holdout evaluator (27 columns), vectorised and batched. See docs/metrics.md."""
+"""The course's holdout evaluator (27 columns), vectorised and batched. See docs/metrics.md.
+
+    from recsys_cli.evaluation import evaluate
+    result = evaluate(model, split.train, split.test, [5, 10])
+    result.table            # DataFrame: index "cutoff", the 27 columns in the course's order
+    result.value("NDCG", 10)
+"""
 
 from __future__ import annotations
 
-from recsys_cli.errors import NotBuiltYet
+from recsys_cli.evaluation.evaluator import EvaluationResult, default_block_size, evaluate
+from recsys_cli.evaluation.metrics import COLUMNS
 
-
-def evaluate(*args, **kwargs):  # pragma: no cover - replaced by the evaluator issue
-    raise NotBuiltYet("the evaluator is not built yet", hint="see the evaluator issue")
+__all__ = ["COLUMNS", "EvaluationResult", "default_block_size", "evaluate"]

@@ -1,0 +1,130 @@
+"""Metrics files of a run, the on-screen table, and ``--assert`` bounds.
+
+Files (each written atomically): ``metrics.csv`` (tidy: cutoff, metric, value), ``metrics.json``
+(the same rows; NaN/inf become null) and ``metrics.md`` (one column per cutoff). A validation-split
+evaluation writes ``metrics-val.*`` instead, so it never overwrites the test metrics.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import math
+import operator
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from recsys_cli import atomic, console
+from recsys_cli.errors import ConfigError
+from recsys_cli.evaluation.metrics import COLUMNS
+
+KEY_COLUMNS = ("PRECISION", "RECALL", "MAP", "NDCG", "MRR", "HIT_RATE", "COVERAGE_ITEM", "NOVELTY")
+
+
+def metrics_stem(split_name: str) -> str:
+    return "metrics" if split_name in ("test", "", None) else f"metrics-{split_name}"
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_records(result) -> list[dict[str, Any]]:
+    return [{**row, "value": _finite_or_none(row["value"])} for row in result.to_records()]
+
+
+def write_metrics(run_path: str | Path, result, *, split_name: str = "test", title: str = "metrics") -> Path:
+    """Write the tidy CSV, JSON and Markdown metric files of ``result``; returns the CSV path."""
+    run_path = Path(run_path)
+    stem = metrics_stem(split_name)
+    tidy = pd.DataFrame(result.to_records(), columns=["cutoff", "metric", "value"])
+    csv_path = run_path / f"{stem}.csv"
+    with atomic.atomic_path(csv_path) as tmp:
+        tidy.to_csv(tmp, index=False, float_format="%.10g")
+    atomic.write_json(run_path / f"{stem}.json", json_records(result))
+    atomic.write_text(run_path / f"{stem}.md", markdown(result, split_name=split_name, title=title))
+    return csv_path
+
+
+def markdown(result, *, split_name: str, title: str) -> str:
+    table = result.table
+    cutoffs = [int(c) for c in table.index]
+    lines = [
+        f"# {title}",
+        "",
+        f"Split: {split_name}. Users evaluated: {result.n_users_evaluated} "
+        f"(skipped for too few {split_name} items: {result.n_users_skipped}). "
+        f"{result.users_per_second:,.0f} users/s. Definitions: docs/metrics.md.",
+        "",
+        "| metric | " + " | ".join(f"@{c}" for c in cutoffs) + " |",
+        "|---|" + "---:|" * len(cutoffs),
+    ]
+    for name in table.columns:
+        lines.append(f"| {name} | " + " | ".join(f"{table.loc[c, name]:.6f}" for c in cutoffs) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_table(result, columns: tuple[str, ...] = KEY_COLUMNS) -> Table:
+    table = Table(title=f"{result.n_users_evaluated} users, {result.users_per_second:,.0f} users/s", title_justify="left")
+    table.add_column("cutoff", justify="right")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for cutoff in result.table.index:
+        table.add_row(str(cutoff), *(f"{result.table.loc[cutoff, name]:.4f}" for name in columns))
+    return table
+
+
+def print_table(result, columns: tuple[str, ...] = KEY_COLUMNS) -> None:
+    """Key columns on stderr (and in the run log); every column is in the metrics files."""
+    buffer = io.StringIO()
+    Console(file=buffer, width=max(100, 14 * (len(columns) + 1)), color_system=None).print(render_table(result, columns))
+    console.info(buffer.getvalue().rstrip("\n"))
+
+
+# -- --assert ----------------------------------------------------------------------------------
+_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+_ASSERTION = re.compile(r"^\s*([A-Za-z_][A-Za-z_0-9]*)\s*@\s*(\d+)\s*(>=|<=|==|>|<)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Assertion:
+    metric: str
+    cutoff: int
+    op: str
+    bound: float
+    text: str
+
+    def check(self, value: float) -> bool:
+        return math.isfinite(value) and bool(_OPS[self.op](value, self.bound))
+
+    def describe(self, value: float) -> str:
+        return f"{self.metric}@{self.cutoff} = {value:.6f} {'satisfies' if self.check(value) else 'fails'} {self.op} {self.bound:g}"
+
+
+def metric_name(name: str) -> str:
+    """Canonical column name (case-insensitive), or a ConfigError with a did-you-mean."""
+    upper = name.strip().upper()
+    if upper in COLUMNS:
+        return upper
+    close = difflib.get_close_matches(upper, COLUMNS, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ConfigError(f"unknown metric {name!r}", hint=f"{hint}metrics: {', '.join(COLUMNS)}")
+
+
+def parse_assertion(text: str) -> Assertion:
+    match = _ASSERTION.match(text)
+    if not match:
+        raise ConfigError(f"cannot read the assertion {text!r}",
+                          hint='write METRIC@CUTOFF OP NUMBER with OP one of >= <= > < ==, e.g. "NDCG@10>=0.25"')
+    name, cutoff, op, bound = match.groups()
+    if int(cutoff) < 1:
+        raise ConfigError(f"the assertion {text!r} has cutoff {cutoff}", hint="cutoffs are positive integers")
+    return Assertion(metric_name(name), int(cutoff), op, float(bound), text.strip())
