@@ -158,8 +158,12 @@ def print_table(result: BenchResult) -> None:
     for row, cells in zip(result.rows, body):
         table.add_row(*(escape(c) for c in cells), style=style.get(row["status"], "yellow"))
     out = console.console
-    # Logs and pipes get the whole table instead of an 80-column squeeze.
-    out.print(table, width=None if out.is_terminal else max(out.width, 200))
+    if not out.is_terminal:
+        from rich.console import Console
+
+        # Logs and pipes get the whole table instead of an 80-column squeeze.
+        out = Console(stderr=True, width=250, highlight=False)
+    out.print(table)
     for line in notes(result):
         console.info(line)
     console.info(f"report: {result.run_dir / 'bench_dtype.md'} (also .csv, .png, .json)")
@@ -173,6 +177,10 @@ def markdown(result: BenchResult, title: str) -> str:
              f"Split fingerprint: `{result.split_fingerprint or '-'}`.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    base = [a["rss_after_import_bytes"] for a in result.repeats if a.get("rss_after_import_bytes")]
+    if base and any(r["memory_kind"] == "rss" for r in result.rows):
+        lines += ["", f"Peak RSS includes about {fmt_bytes(int(statistics.median(base)))} that Python and torch "
+                      "occupy right after import (`rss_after_import_bytes` in the repeats CSV)."]
     if notes(result):
         lines += ["", "Notes:", ""] + [f"- {line}" for line in notes(result)]
     lines += ["", "Per-repeat numbers: `bench_dtype_repeats.csv`; each repeat's own run directory is under `runs/`.", ""]
