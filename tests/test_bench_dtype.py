@@ -11,8 +11,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from recsys_cli.bench.dtype import Variant, bench_dtype, parse_dtypes, plan_variants, probe, select_metrics
-from recsys_cli.bench.report import fmt_delta, summarise
+from recsys_cli.bench.dtype import BenchResult, Variant, bench_dtype, parse_dtypes, plan_variants, probe, select_metrics
+from recsys_cli.bench.report import as_json, fmt_delta, summarise
 from recsys_cli.bench.worker import FAIL_ENV, classify_error, metrics_of
 from recsys_cli.cli.app import app
 from recsys_cli.config import load_config
@@ -95,6 +95,8 @@ def test_metrics_of_flattens_classifier_rows_and_evaluator_records():
 
     assert metrics_of(Result()) == {"NDCG@10": 0.25, "MAP@5": 0.5}
     assert metrics_of(None) == {}
+    from_file = metrics_of([{"cutoff": 10, "metric": "NDCG", "value": None}])  # metrics.json writes NaN as null
+    assert list(from_file) == ["NDCG@10"] and math.isnan(from_file["NDCG@10"])
 
 
 # -- the summary --------------------------------------------------------------------------------
@@ -132,6 +134,9 @@ def test_summary_medians_ranges_deltas_and_statuses_are_hand_checked():
     assert (rows["bfloat16"]["status"], rows["bfloat16"]["reason"]) == ("unsupported", "no bf16 here")
     nanny = rows["nanny"]  # a NaN repeat is not hidden by the median
     assert nanny["status"] == "1/2 ok" and math.isnan(nanny["acc"]) and math.isnan(nanny["acc_delta"])
+    result = BenchResult(Path("."), "cpu", variants, attempts, list(rows.values()), ["acc"])
+    strict = json.loads(json.dumps(as_json(result), allow_nan=False))  # --json output is standard JSON
+    assert strict["rows"][4]["acc"] is None and strict["repeats"][6]["metrics"]["acc"] is None
 
 
 def test_fmt_delta_keeps_tiny_differences_visible():

@@ -210,9 +210,21 @@ def write_all(result: BenchResult, *, title: str) -> None:
     plot(result, title)
 
 
+def _strict(obj: Any) -> Any:
+    """NaN/inf → null, so bench_dtype.json and --json are standard JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def as_json(result: BenchResult) -> dict[str, Any]:
-    return {"run_dir": str(result.run_dir), "device": result.device, "split_fingerprint": result.split_fingerprint,
-            "metrics": result.metrics, "rows": result.rows, "repeats": result.repeats}
+    return _strict({"run_dir": str(result.run_dir), "device": result.device,
+                    "split_fingerprint": result.split_fingerprint, "metrics": result.metrics,
+                    "rows": result.rows, "repeats": result.repeats})
 
 
 def plot(result: BenchResult, title: str) -> None:

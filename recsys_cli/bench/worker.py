@@ -74,7 +74,8 @@ def metrics_of(result_metrics: Any) -> dict[str, float]:
             key = f"{row['split']}_{row['metric']}" if "split" in row else str(row["metric"])
             if "cutoff" in row:
                 key = f"{row['metric']}@{int(row['cutoff'])}"
-            out[key] = float(row["value"])
+            # metrics.json stores NaN/inf as null
+            out[key] = math.nan if row["value"] is None else float(row["value"])
         return out
     if hasattr(result_metrics, "to_records"):
         for row in result_metrics.to_records():
