@@ -5,20 +5,165 @@ Public API (used by the pipelines and the CLI):
 - :func:`load_dataset` (config.data → :class:`Dataset`, downloading and caching as needed)
 - :func:`get_split` (dataset + config.data + seed → :class:`Split`, reusing an identical saved split)
 - :func:`load_split_for_run` (a run directory → the split it was trained on, fingerprint checked)
+- :func:`print_cached_statistics` (``recsys info --dataset NAME``)
 """
 
 from __future__ import annotations
 
-from recsys_cli.errors import NotBuiltYet
+import os
+from pathlib import Path
+from typing import Any
+
+from recsys_cli import console
+from recsys_cli.data.dataset import Dataset, Split
+from recsys_cli.data.registry import DATASETS, KNOWN_NAMES, SYNTHETIC, check_name, get_spec
+from recsys_cli.errors import DataError
+
+__all__ = ["Dataset", "Split", "KNOWN_NAMES", "load_dataset", "get_split", "load_split_for_run",
+           "print_cached_statistics", "resolve_data_dir", "prepare_dataset"]
 
 
-def load_dataset(data_config, *, seed=None):  # pragma: no cover - replaced by the data issue
-    raise NotBuiltYet("loading data sets is not built yet", hint="see the MovieLens data issue")
+def resolve_data_dir(data_config) -> Path:
+    """data.data_dir; when the config left it at its default, RECSYS_DATA_DIR wins over ./data."""
+    explicit = "data_dir" in getattr(data_config, "model_fields_set", set())
+    if not explicit and os.environ.get("RECSYS_DATA_DIR"):
+        return Path(os.environ["RECSYS_DATA_DIR"]).expanduser()
+    return Path(data_config.data_dir).expanduser()
 
 
-def get_split(dataset, data_config, *, seed):  # pragma: no cover
-    raise NotBuiltYet("splitting is not built yet", hint="see the MovieLens data issue")
+def _load_cached(directory: Path, *, source_wanted: str | None) -> tuple[Dataset | None, str | None]:
+    from recsys_cli.data.cache import CacheInvalid, load_cache
+
+    if not directory.exists():
+        return None, None
+    try:
+        dataset = load_cache(directory)
+    except CacheInvalid as exc:
+        return None, str(exc)
+    if source_wanted is not None and dataset.manifest.get("source", {}).get("location") != source_wanted:
+        return None, f"it was built from {dataset.manifest.get('source', {}).get('location')}, not {source_wanted}"
+    return dataset, None
 
 
-def load_split_for_run(run, config):  # pragma: no cover
-    raise NotBuiltYet("loading a run's split is not built yet", hint="see the MovieLens data issue")
+def prepare_dataset(name: str, data_dir: Path, *, source: str | None = None, md5: str | None = None,
+                    verify: bool = True, force: bool = False, synthetic_config=None, seed: int | None = None,
+                    statistics: bool = True) -> Dataset:
+    """Load a data set from its processed cache, or obtain its zip, parse it and cache it."""
+    from recsys_cli.data import cache, download, readers, stats, synthetic
+
+    check_name(name)
+    data_dir = Path(data_dir)
+    if name == SYNTHETIC:
+        if synthetic_config is None:
+            from recsys_cli.config.schema import SyntheticConfig
+
+            synthetic_config = SyntheticConfig()
+        directory = data_dir / synthetic.cache_name(synthetic_config, seed)
+        dataset, problem = (None, None) if force else _load_cached(directory, source_wanted=None)
+        if dataset is None:
+            if problem:
+                console.warn(f"processed cache {directory} failed its check ({problem}); building it again")
+            dataset = synthetic.generate(synthetic_config, seed)
+            cache.write_cache(directory, dataset, source={
+                "kind": "synthetic", "location": "synthetic", "params": synthetic.params_of(synthetic_config, seed)})
+            console.info(f"Saving complete! ({directory})")
+    else:
+        spec = get_spec(name)
+        directory = data_dir / name
+        wanted = None
+        if source is not None:
+            wanted = source if download.is_url(source) else str(Path(source).expanduser().resolve())
+        dataset, problem = (None, None) if force else _load_cached(directory, source_wanted=wanted)
+        if dataset is None:
+            if problem:
+                console.warn(f"processed cache {directory} cannot be used ({problem}); rebuilding it from the zip")
+            fetched = download.obtain(spec, data_dir, source=source, md5=md5, verify=verify, force=force)
+            dataset = readers.read_zip(fetched.path, spec)
+            source_info: dict[str, Any] = {
+                "kind": "zip", "location": fetched.source, "zip": str(fetched.path), "md5": fetched.md5,
+                "expected_md5": fetched.expected_md5, "verified": fetched.verified, "verification": fetched.note,
+            }
+            if not fetched.verified:
+                dataset.manifest.setdefault("warnings", []).append(f"source zip {fetched.note}")
+            cache.write_cache(directory, dataset, source=source_info)
+            console.info(f"Saving complete! ({directory})")
+        else:
+            console.info(f"{spec.course_name}: loaded the processed cache {directory} (checked)")
+    if statistics:
+        stats.print_statistics(dataset)
+    return dataset
+
+
+def load_dataset(data_config, *, seed: int | None = None) -> Dataset:
+    """The data set ``data_config`` names, from the cache or freshly obtained; prints its statistics."""
+    return prepare_dataset(
+        data_config.dataset, resolve_data_dir(data_config), source=data_config.source, md5=data_config.md5,
+        verify=data_config.verify, synthetic_config=data_config.synthetic, seed=seed,
+    )
+
+
+def get_split(dataset: Dataset, data_config, *, seed: int) -> Split:
+    """The configured split of ``dataset``: reused from data/splits/ when identical, else made and saved."""
+    from recsys_cli.data import splits
+
+    return splits.get_split(dataset, data_config, seed=seed, data_dir=resolve_data_dir(data_config))
+
+
+def load_split_for_run(run, config) -> Split:
+    """The split a run was trained on, checked against the fingerprint its env.json recorded."""
+    import json
+
+    from recsys_cli.data import splits
+
+    env_path = Path(run.path) / "env.json"
+    try:
+        env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.exists() else {}
+    except (OSError, ValueError):
+        env = {}
+    record = env.get("split") if isinstance(env, dict) else None
+    if not isinstance(record, dict) or not record.get("fingerprint"):
+        raise DataError(f"{run.path} does not record which split it was trained on (env.json has no split fingerprint)",
+                        hint="train the model again with recsys train")
+    expected = record["fingerprint"]
+    directory = Path(record.get("directory") or "")
+    if record.get("directory") and directory.is_dir():
+        split = splits.load_split_dir(directory)
+        if split.fingerprint != expected:
+            raise DataError(f"the split at {directory} is not the one {run.path.name} was trained on "
+                            f"(fingerprint {split.fingerprint[:12]}, the run recorded {expected[:12]})",
+                            hint="restore that split, or train again")
+        return split
+    console.warn(f"the run's split folder {directory} is gone; making it again from the run's config")
+    dataset = load_dataset(config.data, seed=config.experiment.seed)
+    split = get_split(dataset, config.data, seed=config.experiment.seed)
+    if split.fingerprint != expected:
+        raise DataError(f"the split made again from the config differs from the one {run.path.name} was trained on "
+                        f"(fingerprint {split.fingerprint[:12]}, the run recorded {expected[:12]})",
+                        hint="the data set changed since training; train again")
+    return split
+
+
+def print_cached_statistics(name: str, data_dir: Path) -> None:
+    """Print the statistics block of a cached data set (``recsys info --dataset NAME``)."""
+    from recsys_cli.data import stats
+    from recsys_cli.data.cache import CacheInvalid, load_cache
+
+    data_dir = Path(data_dir)
+    if name == SYNTHETIC:
+        directories = sorted(p for p in data_dir.glob("synthetic-*") if (p / "manifest.json").exists())
+    elif name.startswith("synthetic-"):
+        directories = [data_dir / name]
+    else:
+        check_name(name)
+        directories = [data_dir / name]
+    directories = [d for d in directories if (d / "manifest.json").exists()]
+    if not directories:
+        raise DataError(f"{name} is not cached in {data_dir}",
+                        hint=f"run recsys download {name if name in DATASETS else 'NAME'} first (or pass --data-dir)")
+    for directory in directories:
+        try:
+            dataset = load_cache(directory)
+        except CacheInvalid as exc:
+            raise DataError(f"the cache at {directory} fails its check ({exc})",
+                            hint=f"run recsys download {name} --force to rebuild it") from None
+        stats.print_statistics(dataset)
