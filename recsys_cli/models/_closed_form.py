@@ -1,0 +1,359 @@
+"""Machinery shared by the closed-form item-item models (EASE^R, GF-CF).
+
+Both models learn one items × items matrix W from the Gram matrix XᵀX and score a user as x_u · W.
+What they share lives here: building XᵀX densely without densifying X, the memory guard and the
+GPU → CPU fallback, the in-place SPD inverse, per-column top-k sparsification, block scoring, and
+saving W dense or sparse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recsys_cli import console
+from recsys_cli.devices import available_memory_bytes
+from recsys_cli.errors import ResourceError, RunFailed
+from recsys_cli.models.base import FitContext, Recommender, csr_to_torch
+
+# A user row with more than this share of all items is cheaper to add to XᵀX as a dense rank-1
+# update (GEMM, ~I² flops) than through sparse products (~nnz² scattered adds): the crossover was
+# measured near 5 % on a 2-core AVX-512 CPU for 10k items, and the heavy tail of real rating data
+# puts most of the sparse work in those few users.
+HEAVY_USER_SHARE = 0.05
+# Entries of one dense block of user rows (64 Mi entries = 256 MB in float32).
+DENSE_BLOCK_ENTRIES = 1 << 26
+# Columns per block when taking per-column top-k, and rows per block when mirroring a triangle.
+COLUMN_BLOCK = 512
+
+
+@contextlib.contextmanager
+def quiet_sparse() -> Iterator[None]:
+    """Silence torch's one-time notes that sparse CSR tensors are beta (they are used here on purpose)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*[Ss]parse (CSR tensor support|invariant checks)")
+        yield
+
+
+def compute_dtype(dtype: torch.dtype, model: str) -> torch.dtype:
+    """float64 when asked for; float32 otherwise (the factorisations are unstable in half precision)."""
+    if dtype == torch.float64:
+        return torch.float64
+    if dtype in (torch.float16, torch.bfloat16):
+        console.info(f"{model}: device.dtype {str(dtype).replace('torch.', '')} is computed and scored in float32 "
+                     "(a Cholesky factorisation in half precision is not accurate enough)")
+    return torch.float32
+
+
+def numpy_dtype(dtype: torch.dtype) -> type:
+    return np.float64 if dtype == torch.float64 else np.float32
+
+
+def element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall-clock timings mean something."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def format_bytes(n: float) -> str:
+    if n >= 2**30:
+        return f"{n / 2**30:.2f} GiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MiB"
+    return f"{n / 2**10:.1f} KiB"
+
+
+# ---------------------------------------------------------------------------------------------
+# memory guard
+# ---------------------------------------------------------------------------------------------
+def gram_memory_bytes(X: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> tuple[int, int]:
+    """(bytes of the items × items matrix, bytes of the working buffers) that :func:`gram` needs."""
+    n_items = X.shape[1]
+    size = element_size(dtype)
+    matrix = n_items * n_items * size
+    dense_block = min(X.shape[0], max(1, DENSE_BLOCK_ENTRIES // max(n_items, 1))) * n_items * size
+    if device.type != "cpu":
+        return matrix, dense_block + X.nnz * (size + 8) + (X.shape[0] + 1) * 8
+    # two transposed copies of X, plus per thread one sparse product block and its column slice
+    threads = max(1, torch.get_num_threads())
+    rows = -(-n_items // _item_blocks(n_items, threads))
+    block_products = threads * rows * n_items * (size + 4)
+    return matrix, dense_block + 3 * X.nnz * (size + 4) + block_products
+
+
+def plan_fit_device(model: str, ctx: FitContext, estimate: Callable[[torch.device], tuple[int, str]]) -> torch.device:
+    """The device to fit on, after checking the memory estimate against the budget.
+
+    ``estimate(device)`` returns (bytes needed, how they add up) for fitting on ``device``.
+    A GPU that is short of memory hands the fit to the CPU when the machine's RAM can hold it;
+    anything else that does not fit stops before allocating, with the estimate and the fix.
+    """
+    device = ctx.device
+    budget = ctx.memory_budget_bytes if ctx.memory_budget_bytes is not None else available_memory_bytes(device)
+    need, formula = estimate(device)
+    if need <= budget:
+        return device
+    if device.type != "cpu":
+        cpu = torch.device("cpu")
+        cpu_need, _ = estimate(cpu)
+        cpu_free = available_memory_bytes(cpu)
+        if cpu_need <= cpu_free:
+            console.warn(
+                f"{model} needs about {format_bytes(need)} on {device} ({formula}) but only {format_bytes(budget)} "
+                f"is available there; fitting on the CPU instead ({format_bytes(cpu_need)} of "
+                f"{format_bytes(cpu_free)} free RAM)"
+            )
+            return cpu
+    raise ResourceError(
+        f"{model} needs about {format_bytes(need)} on {device} ({formula}) but the memory budget is "
+        f"{format_bytes(budget)}",
+        hint=f"set device.memory_budget_gb to at least {need / 2**30:.2f} if the memory is free, or run on a "
+        "machine with more memory, or keep fewer items (the need grows with items²)",
+    )
+
+
+def place_for_scoring(model: str, W: torch.Tensor, device: torch.device, budget: int | None = None) -> torch.Tensor:
+    """Move W to the scoring device, or keep it on the CPU (and say so) when that device is short."""
+    if W.device == device:
+        return W
+    if device.type != "cpu":
+        need = tensor_bytes(W) * 5 // 4  # W plus room for a block of scores
+        free = available_memory_bytes(device) if budget is None else min(budget, available_memory_bytes(device))
+        if need > free:
+            console.warn(f"{model}: its {format_bytes(tensor_bytes(W))} matrix does not fit the "
+                         f"{format_bytes(free)} available on {device}; scoring on the CPU")
+            return W.cpu()
+    return W.to(device)
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    if t.layout == torch.sparse_csr:
+        return sum(x.numel() * x.element_size() for x in (t.crow_indices(), t.col_indices(), t.values()))
+    return t.numel() * t.element_size()
+
+
+# ---------------------------------------------------------------------------------------------
+# linear algebra
+# ---------------------------------------------------------------------------------------------
+def _item_blocks(n_items: int, threads: int) -> int:
+    # several blocks per thread so that the triangular (uneven) work balances out
+    return max(1, min(n_items, 4 * threads))
+
+
+def _dense_rows(X: sp.csr_matrix, rows: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    block = X[rows]
+    if device.type == "cpu":
+        return torch.from_numpy(block.toarray()).to(dtype)
+    with quiet_sparse():
+        return csr_to_torch(block, device=device, dtype=dtype).to_dense()
+
+
+def gram(
+    X: sp.csr_matrix, *, device: torch.device, dtype: torch.dtype, full: bool = True,
+    heavy_share: float | None = None,
+) -> torch.Tensor:
+    """XᵀX as a dense items × items tensor on ``device``, never densifying X as a whole.
+
+    On the CPU, light users go through sparse products restricted to the upper triangle (half the
+    work), run on item blocks in parallel threads (SciPy releases the GIL), and heavy users through
+    dense GEMM; on an accelerator every user goes through dense GEMM in blocks of rows. With
+    ``full=False`` only the upper triangle (j ≥ i) is guaranteed, which is all a Cholesky needs.
+    """
+    n_users, n_items = X.shape
+    X = sp.csr_matrix(X, dtype=numpy_dtype(dtype))
+    counts = np.diff(X.indptr)
+    if device.type == "cpu":
+        share = HEAVY_USER_SHARE if heavy_share is None else heavy_share
+        heavy = counts > share * n_items
+        light_rows = np.flatnonzero(~heavy & (counts > 0))
+    else:
+        heavy = counts > 0
+        light_rows = np.zeros(0, dtype=np.int64)
+    heavy_rows = np.flatnonzero(heavy)
+
+    G = torch.zeros((n_items, n_items), dtype=dtype, device=device)
+    if light_rows.size:
+        # written before the dense part: toarray(out=...) overwrites its rows
+        _sparse_upper_gram_into(X[light_rows], G.numpy())
+    block = max(1, DENSE_BLOCK_ENTRIES // max(n_items, 1))
+    for start in range(0, heavy_rows.size, block):
+        D = _dense_rows(X, heavy_rows[start : start + block], device, dtype)
+        G.addmm_(D.T, D)
+        del D
+    if full and light_rows.size:
+        mirror_upper_(G)
+    return G
+
+
+def _sparse_upper_gram_into(X: sp.csr_matrix, out: np.ndarray) -> None:
+    n_items = X.shape[1]
+    threads = max(1, torch.get_num_threads())
+    XT = X.T.tocsr()  # items × users
+    Xc = X.tocsc()
+    edges = np.linspace(0, n_items, _item_blocks(n_items, threads) + 1).astype(np.int64)
+
+    def rows_of_upper(k: int) -> None:
+        a, b = int(edges[k]), int(edges[k + 1])
+        if a == b:
+            return
+        part = (XT[a:b] @ Xc[:, a:]).tocsr()  # rows a..b, columns a..n
+        shifted = sp.csr_matrix((part.data, part.indices + a, part.indptr), shape=(b - a, n_items))
+        shifted.toarray(out=out[a:b])
+
+    # the first blocks carry the most work (widest column range): they are queued first
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(rows_of_upper, range(len(edges) - 1)))
+
+
+def mirror_upper_(M: torch.Tensor) -> torch.Tensor:
+    """Copy the upper triangle of a square matrix onto its lower triangle, in place."""
+    n = M.shape[0]
+    for a in range(0, n, COLUMN_BLOCK):
+        b = min(n, a + COLUMN_BLOCK)
+        if a:
+            M[a:b, :a] = M[:a, a:b].T
+        diag = M[a:b, a:b]
+        diag.copy_(torch.triu(diag) + torch.triu(diag, 1).T)
+    return M
+
+
+def spd_inverse_(G: torch.Tensor, *, ridge: float, what: str, hint: str) -> torch.Tensor:
+    """(G + ridge·I)⁻¹ for a symmetric G whose upper triangle is set; G is consumed.
+
+    On the CPU this is LAPACK potrf + potri in place (no second n × n buffer); elsewhere torch's
+    Cholesky and cholesky_inverse (two n × n buffers at the peak: pass G without keeping a reference).
+    Returns the full symmetric inverse (in G's storage on the CPU).
+    """
+    G.diagonal().add_(ridge)
+    if G.device.type == "cpu":
+        from scipy.linalg import lapack
+
+        A = G.numpy().T  # Fortran-ordered view: LAPACK's lower triangle is our upper triangle
+        potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (A,))
+        factor, info = potrf(A, lower=1, overwrite_a=1, clean=0)
+        if info != 0:
+            raise RunFailed(f"{what} is not positive definite (Cholesky failed at column {info})", hint=hint)
+        inverse, info = potri(factor, lower=1, overwrite_c=1)
+        if info != 0:
+            raise RunFailed(f"{what} is singular (potri failed at column {info})", hint=hint)
+        if not np.shares_memory(inverse, A):  # LAPACK wrappers copy when they must; keep our buffer
+            G.numpy().T[...] = inverse
+        return mirror_upper_(G)
+    L, info = torch.linalg.cholesky_ex(G, upper=False)
+    if int(info.item()) != 0:
+        raise RunFailed(f"{what} is not positive definite (Cholesky failed at column {int(info.item())})", hint=hint)
+    del G  # off the CPU, gram() fills both triangles, so torch may read the lower one
+    return torch.cholesky_inverse(L)
+
+
+def topk_columns(M: torch.Tensor, k: int, *, by_abs: bool) -> torch.Tensor:
+    """Keep exactly ``k`` entries per column (largest values, or largest |values|) as sparse CSR."""
+    n_rows, n_cols = M.shape
+    k = min(k, n_rows)
+    rows, cols, vals = [], [], []
+    for a in range(0, n_cols, COLUMN_BLOCK):
+        b = min(n_cols, a + COLUMN_BLOCK)
+        block = M[:, a:b].T.contiguous()  # one row per column of M
+        key = block.abs() if by_abs else block
+        idx = torch.topk(key, k, dim=1, sorted=False).indices
+        rows.append(idx.reshape(-1))
+        cols.append(torch.arange(a, b, device=M.device).repeat_interleave(k))
+        vals.append(torch.gather(block, 1, idx).reshape(-1))
+        del block, key
+    indices = torch.stack([torch.cat(rows), torch.cat(cols)])
+    with quiet_sparse():
+        coo = torch.sparse_coo_tensor(indices, torch.cat(vals), (n_rows, n_cols)).coalesce()
+        return coo.to_sparse_csr()
+
+
+# ---------------------------------------------------------------------------------------------
+# the shared recommender
+# ---------------------------------------------------------------------------------------------
+class ItemItemRecommender(Recommender):
+    """Scores x_u · W with W an items × items matrix (dense, or sparse CSR after top-k)."""
+
+    matrix_name: ClassVar[str] = "W"
+    display_name: ClassVar[str] = "item-item model"
+
+    def __init__(self, config, *, device: torch.device, dtype: torch.dtype, seed: int = 0):
+        super().__init__(config, device=device, dtype=dtype, seed=seed)
+        self.W: torch.Tensor | None = None
+        self.X: sp.csr_matrix | None = None  # the user rows scores are computed from (CPU)
+        self.fit_info: dict[str, Any] = {}
+
+    # subclasses: the rows the model multiplies W with (e.g. binarised or normalised train)
+    def prepare_rows(self, train: sp.csr_matrix, dtype: torch.dtype) -> sp.csr_matrix:
+        return sp.csr_matrix(train, dtype=numpy_dtype(dtype), copy=True)
+
+    def _score_dtype(self) -> torch.dtype:
+        return torch.float64 if self.dtype == torch.float64 else torch.float32
+
+    def _finish_fit(self, W: torch.Tensor, ctx: FitContext, fit_device: torch.device, started: float) -> None:
+        topk = getattr(self.config, "topk", None)
+        if topk is not None:
+            W = topk_columns(W, topk, by_abs=self.topk_by_abs)
+        self.W = place_for_scoring(self.display_name, W, self.device, ctx.memory_budget_bytes)
+        if self.W.device != self.device:
+            self.device = self.W.device
+        self.fit_info.update(fit_device=str(fit_device), fit_seconds=round(time.perf_counter() - started, 3),
+                             stored="sparse" if self.W.layout == torch.sparse_csr else "dense",
+                             nnz=int(self.W.values().numel()) if self.W.layout == torch.sparse_csr
+                             else int(self.W.numel()))
+        if ctx.timing is not None:
+            ctx.timing.figures[f"{self.name}_fit"] = dict(self.fit_info)
+
+    topk_by_abs: ClassVar[bool] = False
+
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        if self.W is None or self.X is None:
+            raise RunFailed(f"{self.name} is not fitted", hint="fit or load the model before scoring")
+        rows = users.detach().cpu().numpy().astype(np.int64, copy=False)
+        with quiet_sparse():
+            xb = csr_to_torch(self.X[rows], device=self.W.device, dtype=self.W.dtype)
+            if self.W.layout == torch.sparse_csr:
+                return torch.sparse.mm(xb, self.W).to_dense()
+            return torch.sparse.mm(xb, self.W)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        if self.W is None:
+            raise RunFailed(f"{self.name} is not fitted", hint="fit the model before saving it")
+        name = self.matrix_name
+        if self.W.layout == torch.sparse_csr:
+            return {f"{name}_crow_indices": self.W.crow_indices(), f"{name}_col_indices": self.W.col_indices(),
+                    f"{name}_values": self.W.values()}
+        return {name: self.W}
+
+    def load_state(self, state: dict[str, torch.Tensor], train: sp.csr_matrix) -> None:
+        name = self.matrix_name
+        dtype = self._score_dtype()
+        if name in state:
+            W = state[name].to(dtype)
+        else:
+            n = train.shape[1]
+            with quiet_sparse():
+                W = torch.sparse_csr_tensor(state[f"{name}_crow_indices"], state[f"{name}_col_indices"],
+                                            state[f"{name}_values"].to(dtype), size=(n, n))
+        if W.shape != (train.shape[1], train.shape[1]):
+            from recsys_cli.errors import DataError
+
+            raise DataError(f"the saved {name} is {tuple(W.shape)} but the training matrix has {train.shape[1]} items",
+                            hint="evaluate the run with the split it was trained on")
+        self.X = self.prepare_rows(train, dtype)
+        self.n_users, self.n_items = train.shape
+        self.W = place_for_scoring(self.display_name, W, self.device)
+        self.device = self.W.device
+
+    def extra_metadata(self) -> dict[str, Any]:
+        return {"fit": self.fit_info}

@@ -1,0 +1,110 @@
+"""EASE^R (Steck 2019): a closed-form item-item model, the course's strong baseline.
+
+    P = (XᵀX + λI)⁻¹,   B = I − P · diagMat(1 ⊘ diag(P)),   i.e. B_ij = −P_ij / P_jj and B_jj = 0,
+    score(u) = x_u · B.
+
+X is the training matrix with its rating values (``implicit`` binarises it; ``normalize_matrix``
+L2-normalises rows, then columns, as the course class does; scoring uses the same X). XᵀX is built
+dense without densifying X, then inverted through a Cholesky factorisation in place, so the fit
+holds one items × items matrix on the CPU (two on a GPU). See docs/models.md.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar, Literal
+
+import scipy.sparse as sp
+import torch
+from pydantic import Field
+
+from recsys_cli import console
+from recsys_cli.config.schema import ModelConfig
+from recsys_cli.models._closed_form import (
+    ItemItemRecommender,
+    compute_dtype,
+    element_size,
+    format_bytes,
+    gram,
+    gram_memory_bytes,
+    numpy_dtype,
+    plan_fit_device,
+    spd_inverse_,
+    synchronize,
+)
+from recsys_cli.models.base import FitContext
+from recsys_cli.models.registry import register
+
+
+class EASEConfig(ModelConfig):
+    name: Literal["ease"] = "ease"
+    l2_norm: float = Field(1000.0, ge=0, description="λ added to the diagonal of XᵀX (the course's l2_norm).")
+    implicit: bool = Field(False, description="Binarise the training matrix (every interaction counts 1).")
+    normalize_matrix: bool = Field(
+        False, description="L2-normalise X per row, then per column, before fitting and scoring (course option)."
+    )
+    topk: int | None = Field(
+        None, ge=1, description="Keep the k largest |B_ij| per column (target item), stored sparse; null keeps B dense."
+    )
+
+
+@register
+class EASE(ItemItemRecommender):
+    name: ClassVar[str] = "ease"
+    Config: ClassVar[type[ModelConfig]] = EASEConfig
+    matrix_name: ClassVar[str] = "B"
+    display_name: ClassVar[str] = "EASE"
+    topk_by_abs: ClassVar[bool] = True  # strongly negative weights are kept too, as in the course
+
+    def prepare_rows(self, train: sp.csr_matrix, dtype: torch.dtype) -> sp.csr_matrix:
+        X = sp.csr_matrix(train, dtype=numpy_dtype(dtype), copy=True)
+        if self.config.implicit:
+            X.data[:] = 1
+        if self.config.normalize_matrix:
+            from sklearn.preprocessing import normalize
+
+            X = sp.csr_matrix(normalize(normalize(X, norm="l2", axis=1), norm="l2", axis=0), dtype=X.dtype)
+        return X
+
+    def memory_estimate(self, X: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> tuple[int, str]:
+        matrix, buffers = gram_memory_bytes(X, dtype, device)
+        # CPU: XᵀX, its factor and its inverse share one buffer (LAPACK in place); elsewhere the
+        # Cholesky factor and the inverse are separate allocations.
+        copies = 1 if device.type == "cpu" else 2
+        n = X.shape[1]
+        return copies * matrix + buffers, (
+            f"{n:,}² items × {element_size(dtype)} B × {copies} matrix{'es' if copies > 1 else ''} "
+            f"+ {format_bytes(buffers)} of blocks and data"
+        )
+
+    def fit(self, train: sp.csr_matrix, ctx: FitContext) -> None:
+        started = time.perf_counter()
+        dtype = compute_dtype(self.dtype, "EASE")
+        self.X = self.prepare_rows(train, dtype)
+        self.n_users, self.n_items = train.shape
+        fit_device = plan_fit_device("EASE", ctx, lambda dev: self.memory_estimate(self.X, dtype, dev))
+        if fit_device.type == "mps":  # no in-place Cholesky inverse there: factorise on the CPU
+            fit_device = torch.device("cpu")
+        console.info(f"EASE: fitting {self.n_items:,} items on {fit_device} in {str(dtype).replace('torch.', '')} "
+                     f"(λ = {self.config.l2_norm:g})")
+        t0 = time.perf_counter()
+        marks: list[float] = []
+
+        def timed_gram() -> torch.Tensor:
+            G = gram(self.X, device=fit_device, dtype=dtype, full=False)
+            synchronize(fit_device)
+            marks.append(time.perf_counter())
+            return G
+
+        # no local reference to XᵀX, so that on a GPU it is freed once factorised
+        P = spd_inverse_(timed_gram(), ridge=self.config.l2_norm, what="XᵀX + λI",
+                         hint="raise model.l2_norm (λ > 0 makes it positive definite)")
+        synchronize(fit_device)
+        t1, t2 = marks[0], time.perf_counter()
+        # B_ij = −P_ij / P_jj: divide each column by minus its diagonal entry, in place
+        P.div_(-P.diagonal().clone())
+        P.fill_diagonal_(0)
+        self.fit_info = {"gram_seconds": round(t1 - t0, 3), "inverse_seconds": round(t2 - t1, 3)}
+        self._finish_fit(P, ctx, fit_device, started)
+        console.info(f"EASE: XᵀX {t1 - t0:.2f} s, inverse {t2 - t1:.2f} s, "
+                     f"total {time.perf_counter() - started:.2f} s")
