@@ -116,11 +116,14 @@ class TwoTower(TrainableRecommender):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Logits of (user, item) pairs, pairwise (the training path and the reference for scoring)."""
-        u, i = self.user_emb(users), self.item_emb(items)
         if self.config.variant == 1:
-            h = self.mlp(torch.cat([u, i], dim=-1))
+            h = self.mlp(torch.cat([self.user_emb(users), self.item_emb(items)], dim=-1))
         else:
-            h = self.user_tower(u) * self.item_tower(i)
+            # A batch repeats users (k negatives share one) and items (the catalogue is small):
+            # each tower runs once per distinct id, then the outputs are gathered.
+            uu, u_at = torch.unique(users, return_inverse=True)
+            ii, i_at = torch.unique(items, return_inverse=True)
+            h = self.user_tower(self.user_emb(uu))[u_at] * self.item_tower(self.item_emb(ii))[i_at]
         return self.out(h).squeeze(-1)
 
     # -- engine hooks -----------------------------------------------------------------------------

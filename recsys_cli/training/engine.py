@@ -73,7 +73,10 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], training: TrainingConfi
         return torch.optim.SGD(params, lr=training.learning_rate, momentum=training.momentum,
                                weight_decay=training.weight_decay)
     cls = torch.optim.AdamW if training.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=training.learning_rate, weight_decay=training.weight_decay)
+    try:  # the fused kernel is several times faster on large embedding tables (same maths)
+        return cls(params, lr=training.learning_rate, weight_decay=training.weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(params, lr=training.learning_rate, weight_decay=training.weight_decay)
 
 
 class TrainableRecommender(Recommender, nn.Module):
