@@ -75,7 +75,7 @@ def evaluate(
     failed = [o for o in outcomes if not o["passed"]]
     if failed:
         raise RunFailed(f"{len(failed)} of {len(outcomes)} assertions failed: "
-                        + "; ".join(f"{o['assertion']} (got {o['value']})" for o in failed),
+                        + "; ".join(f"{o['assertion']} (got {_number(o['value'])})" for o in failed),
                         hint="the metrics files were still written")
 
 
@@ -97,16 +97,25 @@ def compare(
     Sorted by the first metric, best first. Reads each run's metrics.csv (or metrics-val.csv),
     env.json and timing.json; writes compare.csv and compare.md.
     """
-    from recsys_cli.evaluation.compare import expand_run_dirs, leaderboard, parse_metric_specs, render, write_leaderboard
+    from recsys_cli.evaluation.compare import (
+        expand_run_dirs,
+        leaderboard,
+        parse_metric_specs,
+        print_leaderboard,
+        write_leaderboard,
+    )
 
     console.set_quiet(quiet)
     specs = parse_metric_specs(metrics)
     runs = expand_run_dirs(run_dirs)
     table = leaderboard(runs, specs)
     csv_path, md_path = write_leaderboard(table, output)
-    if not quiet:
-        console.console.print(render(table))
+    print_leaderboard(table)
     console.success(f"leaderboard of {len(table)} runs written to {csv_path} and {md_path}")
     if as_json:
         records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
         print_json(records)
+
+
+def _number(value: float | None) -> str:
+    return "NaN" if value is None else f"{value:.6g}"

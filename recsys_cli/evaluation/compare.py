@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import difflib
 import glob
+import io
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from rich.console import Console
 from rich.table import Table
 
 from recsys_cli import atomic, console
@@ -198,7 +200,15 @@ def write_leaderboard(table: pd.DataFrame, output: Path) -> tuple[Path, Path]:
 def render(table: pd.DataFrame) -> Table:
     out = Table(title="leaderboard", title_justify="left")
     for column in table.columns:
-        out.add_column(column, justify="right" if column not in INFO_COLUMNS else "left", overflow="fold")
+        out.add_column(column, justify="right" if column not in INFO_COLUMNS else "left", no_wrap=True)
     for row in table.itertuples(index=False):
         out.add_row(*(_fmt(v) for v in row))
     return out
+
+
+def print_leaderboard(table: pd.DataFrame) -> None:
+    """The leaderboard on stderr, never wrapped (run names are long; a pipe gets the full width too)."""
+    buffer = io.StringIO()
+    Console(file=buffer, width=1000, color_system=None).print(render(table))
+    lines = [line.rstrip() for line in buffer.getvalue().splitlines()]
+    console.info("\n".join(lines))
