@@ -1,0 +1,222 @@
+"""EASE^R: exact closed form, top-k, persistence, memory guard, GPU→CPU fallback, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from typer.testing import CliRunner
+
+from recsys_cli import console
+from recsys_cli.cli.app import app
+from recsys_cli.errors import ResourceError, RunFailed
+from recsys_cli.models import _closed_form
+from recsys_cli.models._closed_form import gram, mirror_upper_
+from recsys_cli.models.base import FitContext
+from recsys_cli.models.ease import EASE, EASEConfig
+
+from .conftest import CONFIGS
+
+CPU = torch.device("cpu")
+runner = CliRunner()
+
+
+def ratings(n_users=200, n_items=60, density=0.12, seed=0) -> sp.csr_matrix:
+    """Half-star ratings, a few heavy users (so both XᵀX paths run), every item rated at least once."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n_users, n_items)) < density
+    mask[:3] |= rng.random((3, n_items)) < 0.6  # heavy users: dense-GEMM path of gram()
+    mask[rng.integers(0, n_users, n_items), np.arange(n_items)] = True
+    values = rng.integers(1, 11, (n_users, n_items)) / 2
+    return sp.csr_matrix(np.where(mask, values, 0.0))
+
+
+def direct_B(X: np.ndarray, lam: float) -> np.ndarray:
+    """Steck's closed form in float64, straight from the formula."""
+    P = np.linalg.inv(X.T @ X + lam * np.eye(X.shape[1]))
+    B = np.eye(X.shape[1]) - P / np.diag(P)[None, :]
+    np.fill_diagonal(B, 0.0)
+    return B
+
+
+def fit(config: EASEConfig, X: sp.csr_matrix, *, dtype=torch.float32, **ctx) -> EASE:
+    model = EASE(config, device=CPU, dtype=dtype)
+    model.fit(X, FitContext(device=ctx.pop("device", CPU), dtype=dtype, seed=0, **ctx))
+    return model
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(l2_norm=1000.0), dict(l2_norm=10.0), dict(l2_norm=5.0, implicit=True), dict(l2_norm=0.5, normalize_matrix=True)],
+)
+def test_B_equals_float64_closed_form(options):
+    X = ratings()
+    model = fit(EASEConfig(**options), X)
+    x = X.toarray()
+    if options.get("implicit"):
+        x = (x > 0).astype(float)
+    if options.get("normalize_matrix"):  # L2 per row, then per column (course order)
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        x = x / np.linalg.norm(x, axis=0, keepdims=True)
+    expected = direct_B(x, options["l2_norm"])
+    B = model.W.numpy()
+    assert B.dtype == np.float32
+    assert np.abs(B - expected).max() <= 1e-5
+    assert np.all(np.diag(B) == 0)
+    # scores are the (possibly normalised) train rows times B
+    users = torch.tensor([0, 5, 17, 199])
+    np.testing.assert_allclose(model.score(users).numpy(), x[[0, 5, 17, 199]] @ expected, atol=1e-5)
+
+
+def test_float64_on_request_is_exact_to_rounding():
+    X = ratings(seed=3)
+    model = fit(EASEConfig(l2_norm=2.0), X, dtype=torch.float64)
+    assert model.W.dtype == torch.float64
+    assert np.abs(model.W.numpy() - direct_B(X.toarray(), 2.0)).max() <= 1e-12
+
+
+@pytest.mark.parametrize("heavy_share", [0.0, 0.2, np.inf])
+def test_gram_paths_agree_with_scipy(heavy_share):
+    # 0: every user through dense GEMM (the accelerator path), inf: every user through sparse products
+    X = ratings(seed=1)
+    expected = (X.T @ X).toarray()
+    full = gram(X, device=CPU, dtype=torch.float64, full=True, heavy_share=heavy_share).numpy()
+    upper = gram(X, device=CPU, dtype=torch.float64, full=False, heavy_share=heavy_share).numpy()
+    np.testing.assert_array_equal(full, expected)
+    np.testing.assert_array_equal(np.triu(upper), np.triu(expected))
+
+
+def test_mirror_upper_copies_triangle():
+    M = torch.arange(1300 * 1300, dtype=torch.float64).reshape(1300, 1300)  # spans several blocks
+    upper = torch.triu(M)
+    mirrored = mirror_upper_(M.clone())
+    assert torch.equal(mirrored, upper + torch.triu(M, 1).T)
+
+
+def test_topk_keeps_exactly_k_largest_magnitudes_per_column():
+    X = ratings(seed=2)
+    dense = fit(EASEConfig(l2_norm=10.0), X).W.numpy()
+    k = 7
+    model = fit(EASEConfig(l2_norm=10.0, topk=k), X)
+    assert model.W.layout == torch.sparse_csr
+    kept = model.W.to_dense().numpy()
+    per_column = (kept != 0).sum(axis=0)
+    assert np.all(per_column == k)
+    for j in range(dense.shape[1]):
+        rows = np.flatnonzero(kept[:, j])
+        threshold = np.sort(np.abs(dense[:, j]))[-k]
+        assert np.all(np.abs(dense[rows, j]) >= threshold)  # the k largest |B_ij|, negatives included
+        np.testing.assert_array_equal(kept[rows, j], dense[rows, j])
+    assert (dense < 0).any() and (kept < 0).any()
+    users = torch.arange(10)
+    np.testing.assert_allclose(model.score(users).numpy(), model.X[:10].toarray() @ kept, atol=1e-6)
+
+
+@pytest.mark.parametrize("topk", [None, 5])
+def test_save_and_load_reproduce_scores(tmp_path, topk):
+    X = ratings(seed=4)
+    model = fit(EASEConfig(l2_norm=20.0, topk=topk, implicit=True), X)
+    model.save(tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["name"] == "ease" and meta["config"]["topk"] == topk and meta["fit"]["fit_device"] == "cpu"
+    loaded = EASE.load(tmp_path / "model", train=X, device=CPU)
+    users = torch.arange(X.shape[0])
+    assert torch.equal(loaded.score(users), model.score(users))
+
+
+def test_memory_guard_refuses_with_the_estimate():
+    X = ratings()
+    budget = 1024  # bytes: far below one 60 × 60 float32 matrix plus buffers
+    with pytest.raises(ResourceError) as err:
+        fit(EASEConfig(), X, memory_budget_bytes=budget)
+    need, formula = EASE(EASEConfig(), device=CPU, dtype=torch.float32).memory_estimate(
+        sp.csr_matrix(X, dtype=np.float32), torch.float32, CPU)
+    message = str(err.value)
+    assert _closed_form.format_bytes(need) in message and formula in message
+    assert "60² items × 4 B × 1 matrix" in message
+    assert "memory_budget_gb" in message and "\n" not in message
+
+
+def test_memory_estimate_counts_items_squared():
+    model = EASE(EASEConfig(), device=CPU, dtype=torch.float32)
+    X = sp.csr_matrix((10, 1000), dtype=np.float32)
+    cpu_need, _ = model.memory_estimate(X, torch.float32, CPU)
+    gpu_need, _ = model.memory_estimate(X, torch.float32, torch.device("cuda"))
+    assert cpu_need >= 1000**2 * 4 and gpu_need >= 2 * 1000**2 * 4  # the GPU keeps factor and inverse apart
+    assert model.memory_estimate(X, torch.float64, CPU)[0] >= 1000**2 * 8
+
+
+def test_gpu_short_of_memory_falls_back_to_cpu(monkeypatch):
+    # Pretend a CUDA device with 1 KiB free: nothing may be allocated on it, the fit must move to the CPU.
+    def fake_free(device):
+        return 1024 if device.type == "cuda" else 64 * 2**30
+
+    monkeypatch.setattr(_closed_form, "available_memory_bytes", fake_free)
+    X = ratings(seed=5)
+    model = EASE(EASEConfig(l2_norm=10.0), device=torch.device("cuda"), dtype=torch.float32)
+    with console.capture() as log:
+        model.fit(X, FitContext(device=torch.device("cuda"), dtype=torch.float32, seed=0, memory_budget_bytes=1024))
+    text = log.getvalue()
+    assert "fitting on the CPU instead" in text and "scoring on the CPU" in text
+    assert model.device == CPU and model.W.device == CPU
+    assert model.fit_info["fit_device"] == "cpu"
+    assert np.abs(model.W.numpy() - direct_B(X.toarray(), 10.0)).max() <= 1e-5
+    assert model.score(torch.arange(3)).device == CPU
+
+
+def test_gpu_and_cpu_both_short_refuses(monkeypatch):
+    monkeypatch.setattr(_closed_form, "available_memory_bytes", lambda device: 1024)
+    model = EASE(EASEConfig(), device=torch.device("cuda"), dtype=torch.float32)
+    with pytest.raises(ResourceError, match="needs about .* on cuda"):
+        model.fit(ratings(), FitContext(device=torch.device("cuda"), dtype=torch.float32, seed=0,
+                                        memory_budget_bytes=1024))
+
+
+def test_singular_matrix_without_ridge_fails_with_a_fix():
+    x = ratings().toarray()
+    x[:, -1] = 0  # an item nobody rated: XᵀX has a zero row and column
+    with pytest.raises(RunFailed, match="not positive definite.*model.l2_norm"):
+        fit(EASEConfig(l2_norm=0.0), sp.csr_matrix(x))
+
+
+def test_half_precision_is_computed_in_float32():
+    X = ratings(seed=6)
+    model = fit(EASEConfig(l2_norm=10.0), X, dtype=torch.bfloat16)
+    assert model.W.dtype == torch.float32
+    assert np.abs(model.W.numpy() - direct_B(X.toarray(), 10.0)).max() <= 1e-5
+
+
+@pytest.mark.slow
+def test_run_and_evaluate_end_to_end_on_synthetic(runs_dir):
+    config = str(CONFIGS / "ease.yaml")
+    small = ["--set", "data.dataset=synthetic", "--set", "data.synthetic.n_users=600",
+             "--set", "data.synthetic.n_items=300", "--set", "data.synthetic.n_interactions=20000",
+             "--set", "device.accelerator=cpu"]
+    result = runner.invoke(app, ["run", config, *small, "--json"])
+    assert result.exit_code == 0, result.stderr
+    run_dir = Path(json.loads(result.stdout)["run_dir"])
+    for name in ("metrics.json", "metrics.csv", "timing.json", "model/model.pt", "model/model.json"):
+        assert (run_dir / name).is_file(), name
+    timing = json.loads((run_dir / "timing.json").read_text())
+    assert timing["seconds"]["fit"] > 0 and timing["ease_fit"]["stored"] == "dense"
+    first = json.loads((run_dir / "metrics.json").read_text())
+    again = runner.invoke(app, ["evaluate", str(run_dir)])
+    assert again.exit_code == 0, again.stderr
+    second = json.loads((run_dir / "metrics.json").read_text())
+    assert second == first
+    ndcg = next(r["value"] for r in first if r["metric"] == "NDCG" and r["cutoff"] == 10)
+    assert 0 < ndcg <= 1
+
+
+def test_tiny_memory_budget_refuses_from_the_cli(runs_dir):
+    config = str(CONFIGS / "ease.yaml")
+    result = runner.invoke(app, ["run", config, "--set", "data.dataset=synthetic",
+                                 "--set", "data.synthetic.n_users=200", "--set", "data.synthetic.n_items=100",
+                                 "--set", "data.synthetic.n_interactions=3000", "--set", "device.accelerator=cpu",
+                                 "--set", "device.memory_budget_gb=0.00001"])
+    assert result.exit_code == 2
+    assert "EASE needs about" in result.stderr and "100² items" in result.stderr
