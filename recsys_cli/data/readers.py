@@ -8,8 +8,8 @@ appearance in the ratings, items by first appearance across ratings, then the mo
 from __future__ import annotations
 
 import io
-import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,10 +77,9 @@ def find_member(zf: zipfile.ZipFile, spec: DatasetSpec, basename: str, *, requir
 def read_member(zf: zipfile.ZipFile, member: str) -> bytes:
     try:
         return zf.read(member)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:  # zlib.error is a ValueError-free Exception
-        raise DataError(f"{zf.filename}: cannot read {member}: {exc}", hint="the zip is damaged; rerun with --force") from None
-    except Exception as exc:  # zlib.error
-        raise DataError(f"{zf.filename}: cannot read {member}: {exc}", hint="the zip is damaged; rerun with --force") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, ValueError) as exc:
+        raise DataError(f"{zf.filename}: cannot read {member}: {exc}",
+                        hint="the zip is damaged; download it again with --force") from None
 
 
 # -- fast ratings parsing ---------------------------------------------------------------------------
