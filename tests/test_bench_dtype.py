@@ -82,7 +82,8 @@ def test_run_errors_classify_as_failed_and_capability_errors_as_unsupported():
     assert classify_error(DataError("split differs")) == "failed"
     assert classify_error(ValueError("anything else")) == "failed"
     assert classify_error(RuntimeError("CUDA out of memory")) == "failed"
-    assert classify_error(RunFailed("ease does not support float16: not supported")) == "unsupported"
+    assert classify_error(RunFailed("the loss is not supported by the evaluator")) == "failed"  # wording aside
+    assert classify_error(DeviceError("ease does not take float16", hint="use float32")) == "unsupported"
 
 
 def test_metrics_of_flattens_classifier_rows_and_evaluator_records():
@@ -139,6 +140,15 @@ def test_summary_medians_ranges_deltas_and_statuses_are_hand_checked():
     assert strict["rows"][4]["acc"] is None and strict["repeats"][6]["metrics"]["acc"] is None
 
 
+def test_a_model_that_computes_in_another_dtype_says_so_in_its_row():
+    attempts = [_attempt("float32", 1), {**_attempt("float16", 1), "computed_as": "float32"}]
+    rows = summarise([Variant("float32", "float32"), Variant("float16", "float16")], attempts, {}, ["acc"],
+                     repeats=1, device="cpu")
+    assert rows[0]["computed_as"] is None and rows[0]["reason"] is None
+    assert (rows[1]["status"], rows[1]["computed_as"]) == ("ok", "float32")
+    assert rows[1]["reason"] == "the model computed in float32, not float16"
+
+
 def test_fmt_delta_keeps_tiny_differences_visible():
     assert fmt_delta(0.0) == "±0"
     assert fmt_delta(1.07e-4) == "+1.1e-04"
@@ -152,9 +162,10 @@ def _metrics_json(run_dir: Path) -> dict[str, float]:
 
 
 def test_mlp_iris_rows_are_the_subprocess_outputs_and_a_forced_failure_stays_in_its_row(monkeypatch):
-    monkeypatch.setenv(FAIL_ENV, "float16")
+    monkeypatch.setenv(FAIL_ENV, "float16,bfloat16:unsupported")
     config = load_config(IRIS, ["training.epochs=3"])
-    result = bench_dtype(config, dtypes=["float32", "float16"], repeats=2, accelerator="cpu", timeout_s=300)
+    result = bench_dtype(config, dtypes=["float32", "float16", "bfloat16"], repeats=2, accelerator="cpu",
+                         timeout_s=300)
 
     assert REPORT_FILES <= {p.name for p in result.run_dir.iterdir()}
     assert result.run_dir.name.split("-", 1)[1].startswith("mlp-iris-bench-dtype-")
@@ -166,6 +177,9 @@ def test_mlp_iris_rows_are_the_subprocess_outputs_and_a_forced_failure_stays_in_
     table = pd.read_csv(result.run_dir / "bench_dtype.csv").set_index("variant")
     assert table.loc["float16", "status"] == "failed" and "forced failure" in table.loc["float16", "reason"]
     assert table.loc["float32", "status"] == "ok" and table.loc["float32", "repeats_ok"] == 2
+    # unsupported is found by the first repeat; the second is not attempted
+    assert table.loc["bfloat16", "status"] == "unsupported" and table.loc["bfloat16", "repeats_run"] == 1
+    assert "not implemented for 'bfloat16'" in table.loc["bfloat16", "reason"]
 
     ok = [a for a in result.repeats if a["variant"] == "float32"]
     assert [a["repeat"] for a in ok] == [1, 2]
@@ -185,7 +199,9 @@ def test_mlp_iris_rows_are_the_subprocess_outputs_and_a_forced_failure_stays_in_
     assert table.loc["float32", "test_accuracy"] == pytest.approx(sum(accs) / 2)
     assert accs[0] == accs[1]  # same config and seed in two fresh processes → same numbers
     repeats = pd.read_csv(result.run_dir / "bench_dtype_repeats.csv")
-    assert list(repeats["status"]) == ["ok", "failed", "ok", "failed"]  # interleaved: r1 of each, then r2
+    # interleaved: repeat 1 of each dtype, then repeat 2 of those still worth running
+    assert list(zip(repeats["variant"], repeats["status"])) == [
+        ("float32", "ok"), ("float16", "failed"), ("bfloat16", "unsupported"), ("float32", "ok"), ("float16", "failed")]
     md = (result.run_dir / "bench_dtype.md").read_text()
     assert "| float32 | ok |" in md and "forced failure" in md
 
@@ -208,3 +224,52 @@ def test_cli_rejects_bad_arguments_with_one_line():
     assert out.exit_code == 2 and "--repeats 0 must be at least 1" in out.stderr
     out = runner.invoke(app, ["bench-dtype", IRIS, "--device", "tpu"])
     assert out.exit_code == 2 and "--device 'tpu'" in out.stderr
+
+
+# -- recommenders on the synthetic data set -------------------------------------------------------
+SYNTHETIC = ["data.dataset=synthetic", "data.synthetic.n_users=200", "data.synthetic.n_items=120",
+             "data.synthetic.n_interactions=4000", "evaluation.cutoffs=[5,10]"]
+
+
+def _check_recommender_bench(result, variants: list[str]) -> None:
+    assert REPORT_FILES <= {p.name for p in result.run_dir.iterdir()}
+    table = pd.read_csv(result.run_dir / "bench_dtype.csv").set_index("variant")
+    assert list(table.index) == variants and set(table["status"]) == {"ok"}
+    env = json.loads((result.run_dir / "env.json").read_text())
+    split_dir = env["split"]["directory"]
+    for attempt in result.repeats:
+        run_dir = Path(attempt["run_dir"])
+        run_env = json.loads((run_dir / "env.json").read_text())
+        # the split was made once by the benchmark, and every repeat used that very split
+        assert run_env["split"] == {"fingerprint": result.split_fingerprint, "directory": split_dir}
+        assert attempt["metrics"] == _metrics_json(run_dir)
+        assert attempt["fit_s"] == json.loads((run_dir / "timing.json").read_text())["seconds"]["fit"]
+        row = table.loc[attempt["variant"]]
+        for name in ("NDCG@5", "NDCG@10", "RECALL@5", "RECALL@10"):
+            assert row[name] == pytest.approx(attempt["metrics"][name])
+            assert row[f"{name}_delta"] == pytest.approx(attempt["metrics"][name] - table.loc["float32", name])
+    assert 0 < table.loc["float32", "NDCG@10"] <= 1
+
+
+def test_synthetic_ease_through_the_cli_with_json(runs_dir):
+    args = ["bench-dtype", str(CONFIGS / "ease.yaml"), "--dtypes", "float32,float64", "--repeats", "1",
+            "--device", "cpu", "--json", *[a for kv in SYNTHETIC for a in ("--set", kv)]]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0, out.output
+    payload = json.loads(out.stdout)
+    from recsys_cli.bench.dtype import BenchResult as Result
+
+    result = Result(Path(payload["run_dir"]), "cpu", [], payload["repeats"], payload["rows"], payload["metrics"],
+                    payload["split_fingerprint"])
+    assert Path(payload["run_dir"]).parent == runs_dir
+    _check_recommender_bench(result, ["float32", "float64"])
+    assert "dtype" in out.stderr and "NDCG@10 (Δ)" in out.stderr  # the rich table went to stderr
+
+
+def test_synthetic_two_tower():
+    # one dtype keeps the test short: the EASE and mlp-iris tests already cover several rows and deltas
+    config = load_config(CONFIGS / "two-tower-2.yaml",
+                         [*SYNTHETIC, "training.epochs=1", "training.batch_size=2048", "model.layers=[8,4]"])
+    result = bench_dtype(config, dtypes=["float32"], repeats=1, accelerator="cpu", timeout_s=300)
+    _check_recommender_bench(result, ["float32"])
+    assert result.repeats[0]["peak_memory_bytes"] > 0 and result.repeats[0]["memory_kind"] == "rss"

@@ -64,6 +64,10 @@ def summarise(variants: list[Variant], attempts: list[dict[str, Any]], skipped: 
         row["peak_memory_bytes_median"] = int(statistics.median(mem)) if mem else None
         row["peak_memory_bytes_max"] = max(mem) if mem else None
         row["memory_kind"] = next((a.get("memory_kind") for a in measured if a.get("memory_kind")), None)
+        computed = sorted({a["computed_as"] for a in measured if a.get("computed_as")} - {v.dtype})
+        row["computed_as"] = ",".join(computed) or None
+        if computed and row["reason"] is None:
+            row["reason"] = f"the model computed in {row['computed_as']}, not {v.dtype}"
         for name in metric_names:
             row[name] = _median_metric([a["metrics"][name] for a in measured if name in a.get("metrics", {})])
         rows.append(row)
@@ -183,13 +187,14 @@ def markdown(result: BenchResult, title: str) -> str:
                       "occupy right after import (`rss_after_import_bytes` in the repeats CSV)."]
     if notes(result):
         lines += ["", "Notes:", ""] + [f"- {line}" for line in notes(result)]
-    lines += ["", "Per-repeat numbers: `bench_dtype_repeats.csv`; each repeat's own run directory is under `runs/`.", ""]
+    lines += ["", "Per-repeat numbers: `bench_dtype_repeats.csv`; each repeat's own run directory is under `runs/`.",
+              ""]
     return "\n".join(lines)
 
 
-REPEAT_COLUMNS = ["variant", "dtype", "tf32", "repeat", "status", "reason", "fit_s", "eval_s", "total_s",
-                  "process_s", "peak_memory_bytes", "memory_kind", "peak_rss_bytes", "rss_after_import_bytes",
-                  "split_fingerprint", "run_dir", "log"]
+REPEAT_COLUMNS = ["variant", "dtype", "tf32", "repeat", "status", "reason", "computed_as", "fit_s", "eval_s",
+                  "total_s", "process_s", "peak_memory_bytes", "memory_kind", "peak_rss_bytes",
+                  "rss_after_import_bytes", "split_fingerprint", "run_dir", "log"]
 
 
 def write_all(result: BenchResult, *, title: str) -> None:

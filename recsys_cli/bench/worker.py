@@ -23,6 +23,7 @@ from typing import Any
 
 # Set to a comma-separated list of variant labels or dtypes (e.g. "float16") to make those repeats
 # fail on purpose: lets tests and users check that one broken dtype leaves the other rows intact.
+# "float16:unsupported" raises the error torch gives for a missing low-precision kernel instead.
 FAIL_ENV = "RECSYS_BENCH_FAIL"
 
 # Phrases torch and our models use when a dtype/device/operation combination does not exist, as
@@ -45,10 +46,9 @@ def classify_error(exc: BaseException) -> str:
     if isinstance(exc, (DeviceError, NotImplementedError)):
         return "unsupported"
     if isinstance(exc, RecsysError):
-        # Our own errors say "not supported" only when a model refuses a dtype; any other
-        # RecsysError (NaN loss, bad data, ...) is a failed repeat.
-        text = exc.one_line().lower()
-        return "unsupported" if "not supported" in text or "unsupported" in text else "failed"
+        # A model refuses a dtype with DeviceError (above); any other of our errors (NaN loss, bad
+        # data, a memory guard, ...) is a failed repeat, whatever its wording.
+        return "failed"
     if isinstance(exc, (RuntimeError, TypeError)):
         text = str(exc).lower()
         if any(phrase in text for phrase in _UNSUPPORTED_PHRASES):
@@ -94,6 +94,17 @@ def iris_fingerprint(model_config: Any) -> str:
     return "iris-" + digest.hexdigest()[:16]
 
 
+def computed_as(run_dir: Path) -> str | None:
+    """The dtype a model says it really computed in (``compute_dtype`` in model.json, top level or under
+    ``fit``), e.g. a closed-form model that solves in float32 when asked for float16."""
+    try:
+        meta = json.loads((run_dir / "model" / "model.json").read_text())
+    except (OSError, ValueError):
+        return None
+    found = meta.get("compute_dtype") or (meta.get("fit") or {}).get("compute_dtype")
+    return str(found).replace("torch.", "") if found else None
+
+
 def current_rss_bytes() -> int | None:
     try:
         with open("/proc/self/statm", encoding="ascii") as fh:
@@ -130,9 +141,8 @@ class _MPSPeak:
         self._sample()
 
 
-def _newest_run(runs_dir: Path) -> Path | None:
-    runs = [p for p in runs_dir.iterdir() if p.is_dir() and not p.is_symlink()] if runs_dir.is_dir() else []
-    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+def _run_dirs(runs_dir: Path) -> set[Path]:
+    return {p for p in runs_dir.iterdir() if p.is_dir() and not p.is_symlink()} if runs_dir.is_dir() else set()
 
 
 def run_once(args: argparse.Namespace) -> dict[str, Any]:
@@ -151,7 +161,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         "variant": args.variant, "dtype": args.dtype, "tf32": bool(args.tf32), "repeat": args.repeat,
         "device": args.accelerator, "status": "failed", "reason": None, "fit_s": None, "eval_s": None,
         "total_s": None, "peak_memory_bytes": None, "memory_kind": None, "peak_rss_bytes": None,
-        "rss_after_import_bytes": current_rss_bytes(), "metrics": {}, "run_dir": None,
+        "rss_after_import_bytes": current_rss_bytes(), "metrics": {}, "run_dir": None, "computed_as": None,
         "split_fingerprint": None, "torch_threads": torch.get_num_threads(),
     }
     runs_dir = Path(args.runs_dir)
@@ -162,10 +172,15 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         torch.backends.cudnn.allow_tf32 = bool(args.tf32)
         torch.cuda.reset_peak_memory_stats()
     mps_peak = _MPSPeak() if device.type == "mps" else contextlib.nullcontext()
+    runs_before = _run_dirs(runs_dir)
     try:
-        forced = {s.strip() for s in os.environ.get(FAIL_ENV, "").split(",") if s.strip()}
-        if args.variant in forced or args.dtype in forced:
-            raise RunFailed(f"forced failure of {args.variant} ({FAIL_ENV}={os.environ[FAIL_ENV]})")
+        forced = dict(part.strip().partition(":")[::2] for part in os.environ.get(FAIL_ENV, "").split(",")
+                      if part.strip())
+        how = forced.get(args.variant, forced.get(args.dtype))
+        if how == "unsupported":
+            raise NotImplementedError(f'"forced_kernel" not implemented for {args.dtype!r} ({FAIL_ENV})')
+        if how is not None:
+            raise RunFailed(f"forced failure of {args.variant} (environment variable {FAIL_ENV})")
         overrides = [
             f"device.dtype={args.dtype}", f"device.accelerator={args.accelerator}",
             f"device.tf32={'true' if args.tf32 else 'false'}",
@@ -191,6 +206,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             if args.expect_fingerprint and result["split_fingerprint"] != args.expect_fingerprint:
                 raise DataError(f"the run used split {result['split_fingerprint']}, not the benchmark's "
                                 f"{args.expect_fingerprint}", hint="rerun recsys bench-dtype")
+        result["computed_as"] = computed_as(outcome.run_dir)
         result["metrics"] = metrics_of(outcome.metrics)
         bad = sorted(k for k, v in result["metrics"].items() if not math.isfinite(v))
         if bad:
@@ -201,9 +217,13 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
     except Exception as exc:  # the whole point: any failure becomes a row, never a crash of the benchmark
         result["status"] = classify_error(exc)
         result["reason"] = error_line(exc)
-        if result["run_dir"] is None:
-            newest = _newest_run(runs_dir)
-            result["run_dir"] = str(newest) if newest is not None else None
+        created = _run_dirs(runs_dir) - runs_before
+        if result["run_dir"] is None and len(created) == 1:
+            result["run_dir"] = str(created.pop())
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            # A repeat that failed after fitting still says how long the fit took (repeats CSV only).
+            seconds = json.loads((Path(result["run_dir"]) / "timing.json").read_text())["seconds"]
+            result["fit_s"], result["eval_s"] = seconds.get("fit"), seconds.get("evaluate")
     result["peak_rss_bytes"] = peak_rss_bytes()
     if device.type == "cuda":
         result["peak_memory_bytes"], result["memory_kind"] = int(torch.cuda.max_memory_allocated()), "cuda_allocated"

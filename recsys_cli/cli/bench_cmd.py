@@ -14,9 +14,12 @@ from recsys_cli.cli.common import ConfigArgument, JsonOption, QuietOption, SetOp
 def bench_dtype(
     config: Path = ConfigArgument,
     dtypes: str = typer.Option(
-        "float32,float64,float16,bfloat16", "--dtypes", help="Comma-separated dtypes to compare (float32 is the reference)."
+        "float32,float64,float16,bfloat16", "--dtypes",
+        help="Comma-separated dtypes to compare (float32 is the reference).",
     ),
-    repeats: int = typer.Option(3, "--repeats", "-r", help="Fresh-process runs per dtype (median, min and max are reported)."),
+    repeats: int = typer.Option(
+        3, "--repeats", "-r", help="Fresh-process runs per dtype (median, min and max are reported)."
+    ),
     device: str | None = typer.Option(
         None, "--device", help="auto, cpu, cuda or mps (default: the config's device.accelerator)."
     ),
