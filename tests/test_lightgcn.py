@@ -221,8 +221,8 @@ def _run_cli(args):
     from recsys_cli.cli.app import app
 
     result = CliRunner().invoke(app, args)
-    if result.exception is not None and isinstance(result.exception, NotBuiltYet):
-        pytest.skip(f"needs a part not built yet: {result.exception}")
+    if result.exit_code == NotBuiltYet.exit_code:
+        pytest.skip(f"needs a part not built yet: {result.stderr.strip()[-200:]}")
     return result
 
 
@@ -233,8 +233,8 @@ SYNTHETIC = ["--set", "data.dataset=synthetic", "--set", "data.synthetic.n_users
 
 def test_cli_run_end_to_end_on_synthetic_and_beats_toppop(runs_dir):
     common = [*SYNTHETIC, "--set", "evaluation.cutoffs=[10]", "--json"]
-    result = _run_cli(["run", str(CONFIGS / "lightgcn.yaml"), *common, "--set", "training.epochs=6",
-                       "--set", "training.batch_size=512", "--set", "training.learning_rate=0.005",
+    result = _run_cli(["run", str(CONFIGS / "lightgcn.yaml"), *common, "--set", "training.epochs=10",
+                       "--set", "training.batch_size=1024", "--set", "training.learning_rate=0.03",
                        "--set", "training.eval_every=2", "--set", "model.dim=32"])
     assert result.exit_code == 0, result.stderr
     run = Path(json.loads(result.stdout)["run_dir"])
@@ -244,7 +244,8 @@ def test_cli_run_end_to_end_on_synthetic_and_beats_toppop(runs_dir):
     top = _run_cli(["run", str(CONFIGS / "lightgcn.yaml"), *common, "--set", "model={name: toppop}"])
     if top.exit_code != 0:
         pytest.skip(f"TopPop run failed (model not landed?): {top.stderr.strip()[-200:]}")
-    assert ndcg > 1.2 * _ndcg(Path(json.loads(top.stdout)["run_dir"]))
+    # seen here: 0.38 against TopPop's 0.14
+    assert ndcg > 1.5 * _ndcg(Path(json.loads(top.stdout)["run_dir"]))
 
 
 def _ndcg(run: Path) -> float:

@@ -88,7 +88,7 @@ class NormalizedAdjacency:
         self.n_nodes = n_users + n_items
         self.n_interactions = matrix.nnz
         self.device = device
-        if device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+        if dtype in (torch.float16, torch.bfloat16) and not sparse_product_supported(device, dtype):
             dtype = torch.float32
         self.dtype = dtype
         # Build the structure once with interaction ids as values: both directions of interaction e
@@ -127,6 +127,32 @@ class NormalizedAdjacency:
         return SymmetricOperator(
             crow.to(self._index_dtype), self.col[mask], self.values[mask] / keep_prob, self.n_nodes
         )
+
+
+_SUPPORT: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def sparse_product_supported(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether a CSR × dense product runs in ``dtype`` on ``device`` (half precisions: CUDA only)."""
+    key = (device.type, dtype)
+    if key not in _SUPPORT:
+        ok = device.type == "cuda"
+        if ok:
+            try:
+                one = torch.ones(1, dtype=dtype, device=device)
+                index = torch.zeros(1, dtype=torch.int32, device=device)
+                crow = torch.tensor([0, 1], dtype=torch.int32, device=device)
+                matrix = torch.sparse_csr_tensor(crow, index, one, size=(1, 1))
+                ok = bool(torch.isfinite(matrix @ torch.ones(1, 2, dtype=dtype, device=device)).all())
+            except (RuntimeError, NotImplementedError):
+                ok = False
+            if not ok:
+                from recsys_cli import console
+
+                console.warn(f"sparse products in {str(dtype).replace('torch.', '')} are not available on "
+                             f"{device.type} in this torch build; LightGCN propagates in float32")
+        _SUPPORT[key] = ok
+    return _SUPPORT[key]
 
 
 class SymmetricOperator:

@@ -64,7 +64,7 @@ class LightGCN(TrainableRecommender):
 
     def prepare(self, train: sp.csr_matrix) -> None:
         self.adjacency = NormalizedAdjacency(
-            train, self.config.weighting, device=self.device, dtype=self._propagation_dtype()
+            train, self.config.weighting, device=self.device, dtype=self.dtype
         )
         self._sampler = NegativeSampler(train)
         coo = sp.csr_matrix(train).tocoo()
@@ -75,13 +75,6 @@ class LightGCN(TrainableRecommender):
         self._pos_items = torch.from_numpy(coo.col.astype(np.int64)[keep])
         self._user_final: torch.Tensor | None = None
         self._item_final: torch.Tensor | None = None
-
-    def _propagation_dtype(self) -> torch.dtype:
-        """Sparse products run in the run's dtype on CUDA (bfloat16 halves their memory traffic);
-        the CPU kernels have no half-precision path, so half precisions propagate in float32 there."""
-        if self.dtype in (torch.float16, torch.bfloat16) and self.device.type != "cuda":
-            return torch.float32
-        return self.dtype
 
     batch_size: int = 1024  # training.batch_size, recorded by fit
 
