@@ -28,7 +28,11 @@ QuietOption = typer.Option(False, "--quiet", "-q", help="Print only warnings and
 
 
 def handle_errors(func: F) -> F:
-    """Turn a :class:`RecsysError` into one line on stderr and its exit code; Ctrl-C into exit 130."""
+    """Turn a :class:`RecsysError` into one line on stderr and its exit code; Ctrl-C into exit 2.
+
+    Ctrl-C exits 2 like other aborted input (the data issue asks for it); whatever was being written
+    is discarded by the atomic writers, and a run is marked ``interrupted``.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -38,8 +42,8 @@ def handle_errors(func: F) -> F:
             console.error(exc.one_line())
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            console.error("interrupted")
-            raise typer.Exit(130) from None
+            console.error("interrupted (Ctrl-C); nothing half-written was kept")
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
