@@ -83,7 +83,9 @@ def gram_memory_bytes(X: sp.csr_matrix, dtype: torch.dtype, device: torch.device
     n_items = X.shape[1]
     size = element_size(dtype)
     matrix = n_items * n_items * size
-    dense_block = min(X.shape[0], max(1, DENSE_BLOCK_ENTRIES // max(n_items, 1))) * n_items * size
+    counts = np.diff(X.indptr)
+    dense_users = int((counts > 0).sum()) if device.type != "cpu" else int((counts > HEAVY_USER_SHARE * n_items).sum())
+    dense_block = min(dense_users, max(1, DENSE_BLOCK_ENTRIES // max(n_items, 1))) * n_items * size
     if device.type != "cpu":
         return matrix, dense_block + X.nnz * (size + 8) + (X.shape[0] + 1) * 8
     # two transposed copies of X, plus per thread one sparse product block and its column slice

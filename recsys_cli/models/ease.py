@@ -73,7 +73,7 @@ class EASE(ItemItemRecommender):
         copies = 1 if device.type == "cpu" else 2
         n = X.shape[1]
         return copies * matrix + buffers, (
-            f"{n:,}² items × {element_size(dtype)} B × {copies} matrix{'es' if copies > 1 else ''} "
+            f"{n:,}² items × {element_size(dtype)} B × {copies} {'matrices' if copies > 1 else 'matrix'} "
             f"+ {format_bytes(buffers)} of blocks and data"
         )
 
