@@ -207,6 +207,16 @@ def test_save_and_load_give_identical_scores(tmp_path):
         "user_embedding.weight", "item_embedding.weight"}
 
 
+def test_a_fit_beyond_the_memory_budget_is_refused_before_allocating():
+    from recsys_cli.errors import ResourceError
+
+    model = LightGCN(LightGCNConfig(dim=4096), device=CPU, dtype=torch.float32, seed=0)
+    ctx = FitContext(device=CPU, dtype=torch.float32, seed=0, memory_budget_bytes=2**20)
+    with pytest.raises(ResourceError, match="lower model.dim"):
+        model.fit(planted(), ctx)
+    assert not hasattr(model, "user_embedding")
+
+
 def test_bfloat16_on_cpu_trains_with_float32_propagation():
     train = planted()
     model = LightGCN(LightGCNConfig(dim=8), device=CPU, dtype=torch.bfloat16, seed=0)

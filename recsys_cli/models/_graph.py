@@ -103,8 +103,10 @@ class NormalizedAdjacency:
         self.crow = torch.from_numpy(structure.indptr.astype(np.int64)).to(device=device, dtype=index_dtype)
         self.col = torch.from_numpy(structure.indices.astype(np.int64)).to(device=device, dtype=index_dtype)
         self.values = torch.from_numpy(weights[edge]).to(device=device, dtype=dtype)
-        self.edge = torch.from_numpy(edge).to(device)
-        self.row = torch.from_numpy(np.repeat(np.arange(self.n_nodes), np.diff(structure.indptr))).to(device)
+        # only edge dropout reads these two; int32 halves their memory
+        self.edge = torch.from_numpy(edge).to(device=device, dtype=index_dtype)
+        self.row = torch.from_numpy(np.repeat(np.arange(self.n_nodes), np.diff(structure.indptr))).to(
+            device=device, dtype=index_dtype)
         self.full = SymmetricOperator(self.crow, self.col, self.values, self.n_nodes)
 
     @property
@@ -120,7 +122,7 @@ class NormalizedAdjacency:
             return self.full
         keep_prob = 1.0 - p
         keep = torch.rand(self.n_interactions, generator=generator, device=self.device) < keep_prob
-        mask = keep[self.edge]
+        mask = keep.index_select(0, self.edge)
         counts = torch.bincount(self.row[mask], minlength=self.n_nodes)
         crow = torch.zeros(self.n_nodes + 1, dtype=torch.int64, device=self.device)
         torch.cumsum(counts, 0, out=crow[1:])

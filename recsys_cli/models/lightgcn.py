@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from recsys_cli.config.schema import ModelConfig
+from recsys_cli.errors import ResourceError
 from recsys_cli.models._graph import NormalizedAdjacency, propagate
 from recsys_cli.models.registry import register
 from recsys_cli.training import NegativeSampler, TrainableRecommender
@@ -80,7 +81,23 @@ class LightGCN(TrainableRecommender):
 
     def fit(self, train: sp.csr_matrix, ctx) -> None:
         self.batch_size = int(ctx.training.batch_size)
+        need = self.planned_bytes(train.shape, sp.csr_matrix(train).nnz)
+        if ctx.memory_budget_bytes is not None and need > ctx.memory_budget_bytes:
+            raise ResourceError(
+                f"lightgcn needs about {need / 2**30:.2f} GiB on {self.device.type} for "
+                f"{train.shape[0]:,}+{train.shape[1]:,} nodes, {train.nnz:,} interactions and dim "
+                f"{self.config.dim}, more than the {ctx.memory_budget_bytes / 2**30:.2f} GiB available",
+                hint="lower model.dim, raise device.memory_budget_gb, or use a device with more memory",
+            )
         super().fit(train, ctx)
+
+    def planned_bytes(self, shape: tuple[int, int], nnz: int) -> int:
+        """Memory of a fit: the adjacency (both directions: index, value, edge id, row id; plus a
+        dropped-out copy) and about ten (users+items) × dim buffers (weights, gradients, two Adam
+        moments, propagation and its backward)."""
+        nodes, entries = shape[0] + shape[1], 2 * nnz
+        adjacency = entries * (4 + 8 + 4 + 4) * (2 if self.config.edge_dropout > 0 else 1)
+        return adjacency + nodes * (8 + 4) + 10 * nodes * self.config.dim * 4
 
     def num_batches(self, train: sp.csr_matrix) -> int:
         return -(-len(self._pos_users) // self.batch_size)
@@ -97,14 +114,14 @@ class LightGCN(TrainableRecommender):
     def layer0(self) -> torch.Tensor:
         return torch.cat([self.user_embedding.weight, self.item_embedding.weight])
 
-    def propagated(self, *, training: bool) -> torch.Tensor:
+    def propagated(self, *, training: bool, layer0: torch.Tensor | None = None) -> torch.Tensor:
         """Final embeddings of every node (users first), differentiable in E⁰."""
         p = self.config.edge_dropout
         if training and p > 0:
             op = self.adjacency.dropped(p, generator=self._dropout_generator())
         else:
             op = self.adjacency.full
-        return propagate(self.layer0(), op, self.config.layers)
+        return propagate(self.layer0() if layer0 is None else layer0, op, self.config.layers)
 
     def _dropout_generator(self) -> torch.Generator:
         """A device generator seeded from the epoch's CPU generator, so runs and resumes replay exactly."""
@@ -113,17 +130,14 @@ class LightGCN(TrainableRecommender):
 
     def training_loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         users, positives, negatives = batch
-        final = self.propagated(training=True)
-        n_users = self.n_users
-        e_u, e_i, e_j = final[users], final[n_users + positives], final[n_users + negatives]
-        x_ui = (e_u * e_i).sum(dim=1)
-        x_uj = (e_u * e_j).sum(dim=1)
-        loss = F.softplus(x_uj - x_ui).mean()
+        # one gather for the batch's users, positives and negatives: each gather's backward
+        # writes a (users+items) × dim gradient, so fewer gathers save whole-matrix passes
+        nodes = torch.cat([users, positives + self.n_users, negatives + self.n_users])
+        layer0 = self.layer0()
+        e_u, e_i, e_j = self.propagated(training=True, layer0=layer0)[nodes].chunk(3)
+        loss = F.softplus((e_u * e_j).sum(dim=1) - (e_u * e_i).sum(dim=1)).mean()
         if self.config.l2_reg > 0:
-            u0 = self.user_embedding.weight[users]
-            i0 = self.item_embedding.weight[positives]
-            j0 = self.item_embedding.weight[negatives]
-            l2 = 0.5 * (u0.pow(2).sum() + i0.pow(2).sum() + j0.pow(2).sum()) / len(users)
+            l2 = 0.5 * layer0[nodes].pow(2).sum() / len(users)
             loss = loss + self.config.l2_reg * l2
         return loss
 
