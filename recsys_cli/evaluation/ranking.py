@@ -13,6 +13,8 @@ The list of a user is what the course's ``BaseRecommender.recommend`` returns, e
 K-th and (K+1)-th values are equal has ties crossing the cut and is redone exactly (lowest indices
 among the tied items); every row is then put in (score desc, index asc) order with a stable sort of
 its K candidates. Rows without boundary ties, the usual case, cost one ``topk`` and two tiny sorts.
+``topk`` ranks NaN and +inf above everything, so a row holds one of them exactly when its top K+1
+values do: only those rows take the slower exact path for special values.
 """
 
 from __future__ import annotations
@@ -22,31 +24,73 @@ import torch
 NEG_INF = float("-inf")
 
 
+def _order_candidates(key: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Sort each row's candidate items by (score desc, index asc): index sort, then a stable value sort."""
+    idx = idx.sort(dim=1).values
+    order = key.gather(1, idx).sort(dim=1, descending=True, stable=True).indices
+    return idx.gather(1, order)
+
+
+def _fix_boundary_ties(key: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor, k: int,
+                       rows: torch.Tensor) -> torch.Tensor:
+    """For ``rows`` whose K-th value is tied beyond the cut, choose the tied items of lowest index."""
+    sub = key.index_select(0, rows)
+    kth = vals.index_select(0, rows)[:, k - 1 : k]
+    above = sub > kth
+    need = k - above.sum(dim=1, keepdim=True)
+    tied = sub == kth
+    chosen = above | (tied & (tied.cumsum(dim=1) <= need))
+    # exactly k per row, so nonzero() (row-major) reshapes to (rows, k) in ascending item order
+    idx = idx.clone()
+    idx[rows] = chosen.nonzero()[:, 1].view(-1, k)
+    return idx
+
+
 def top_k_lowest_index(key: torch.Tensor, k: int) -> torch.Tensor:
     """Indices (rows × k) of the k largest values per row of ``key`` (no NaN), ties to lower index."""
     rows, n = key.shape
     k = min(k, n)
     if k == 0:
         return torch.empty((rows, 0), dtype=torch.long, device=key.device)
-    take = min(k + 1, n)
-    vals, idx = torch.topk(key, take, dim=1, largest=True, sorted=True)
+    vals, idx = torch.topk(key, min(k + 1, n), dim=1, largest=True, sorted=True)
+    return _select(key, vals, idx, k, None)
+
+
+def _select(key, vals, idx, k, skip):
     idx = idx[:, :k]
-    if take > k:
+    if vals.shape[1] > k:
         spill = vals[:, k - 1] == vals[:, k]
+        if skip is not None:
+            spill &= ~skip
         if bool(spill.any()):
-            fix = spill.nonzero().squeeze(1)
-            sub = key.index_select(0, fix)
-            kth = vals.index_select(0, fix)[:, k - 1 : k]
-            above = sub > kth
-            need = k - above.sum(dim=1, keepdim=True)
-            tied = sub == kth
-            chosen = above | (tied & (tied.cumsum(dim=1) <= need))
-            # exactly k per row, so nonzero() (row-major) reshapes to (rows, k) in ascending item order
-            idx = idx.clone()
-            idx[fix] = chosen.nonzero()[:, 1].view(-1, k)
-    idx = idx.sort(dim=1).values
-    order = key.gather(1, idx).sort(dim=1, descending=True, stable=True).indices
-    return idx.gather(1, order)
+            idx = _fix_boundary_ties(key, vals, idx, k, spill.nonzero().squeeze(1))
+    return _order_candidates(key, idx)
+
+
+def _rank_special_rows(sub: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows holding NaN or +inf (already masked): the course's order +inf, finite, −inf, NaN; ±inf dropped."""
+    n = sub.shape[1]
+    nan, pos = torch.isnan(sub), torch.isposinf(sub)
+    sub = sub.masked_fill(nan | pos, NEG_INF)
+    items = top_k_lowest_index(sub, k)
+    # after the fill every non-finite key is −inf and ranks after every finite one
+    lengths = torch.isfinite(sub.gather(1, items)).sum(dim=1)
+    # +inf items took the first slots before being dropped
+    lengths = torch.minimum(lengths, (k - pos.sum(dim=1)).clamp(min=0))
+    # NaN items rank after every −inf one: they enter only when fewer than K items are not NaN
+    n_nan_kept = (nan.sum(dim=1) - (n - k)).clamp(min=0)
+    if bool((n_nan_kept > 0).any()):
+        fix = (n_nan_kept > 0).nonzero().squeeze(1)
+        nan_first = nan.index_select(0, fix).to(torch.int8).sort(dim=1, descending=True, stable=True).indices
+        start = lengths.index_select(0, fix).unsqueeze(1)
+        slot = torch.arange(k, device=sub.device).unsqueeze(0) - start
+        count = n_nan_kept.index_select(0, fix).unsqueeze(1)
+        put = (slot >= 0) & (slot < count)
+        fixed = items.index_select(0, fix)
+        fixed[put] = nan_first.gather(1, slot.clamp(min=0, max=nan_first.shape[1] - 1))[put]
+        items[fix] = fixed
+        lengths[fix] = lengths.index_select(0, fix) + n_nan_kept.index_select(0, fix)
+    return items, lengths
 
 
 @torch.no_grad()
@@ -73,72 +117,44 @@ def rank_block(
     k = min(k, n)
     if not scores.is_floating_point():
         scores = scores.to(torch.float64)  # exact for integer scores below 2**53
-    scores = scores.detach()
-    if not scores.is_contiguous():
-        scores = scores.contiguous()
+    key = scores.detach()
+    if not key.is_contiguous():
+        key = key.contiguous()
     has_masks = mask_rows is not None and mask_rows.numel() > 0
     has_ignore = ignore_items is not None and ignore_items.numel() > 0
 
-    # A finite sum proves there is no NaN/+inf in the block: one cheap reduction on the usual path.
-    n_pos = n_nan = nan = None
-    key = scores
-    owned = False
-    if not bool(torch.isfinite(scores.sum())):
-        nan, pos = torch.isnan(scores), torch.isposinf(scores)
-        if bool(nan.any()) or bool(pos.any()):
-            key = scores.masked_fill(nan | pos, NEG_INF)
-            owned = True
-            for flag in (nan, pos):
-                if has_masks:
-                    flag[mask_rows, mask_cols] = False
-                if has_ignore:
-                    flag[:, ignore_items] = False
-            n_pos, n_nan = pos.sum(dim=1), nan.sum(dim=1)
-
     saved = saved_ignore = None
-    if not owned:
-        if has_masks:
-            saved = key[mask_rows, mask_cols]
-        if has_ignore:
-            saved_ignore = key[:, ignore_items]
+    if has_masks:
+        saved = key[mask_rows, mask_cols]
+    if has_ignore:
+        saved_ignore = key[:, ignore_items]
     try:
         if has_masks:
             key[mask_rows, mask_cols] = NEG_INF
         if has_ignore:
             key[:, ignore_items] = NEG_INF
-    except RuntimeError:  # e.g. an inference-mode tensor: fall back to a private copy
+    except RuntimeError:  # e.g. an inference-mode tensor: work on a private copy instead
         key = key.clone()
-        owned, saved, saved_ignore = True, None, None
+        saved = saved_ignore = None
         if has_masks:
             key[mask_rows, mask_cols] = NEG_INF
         if has_ignore:
             key[:, ignore_items] = NEG_INF
 
     try:
-        items = top_k_lowest_index(key, k)
-        # after the masking, every non-finite key is −inf and ranks after every finite one
+        vals, idx = torch.topk(key, min(k + 1, n), dim=1, largest=True, sorted=True)
+        special = (torch.isnan(vals) | (vals == float("inf"))).any(dim=1)
+        any_special = bool(special.any())
+        items = _select(key, vals, idx, k, special if any_special else None)
         lengths = torch.isfinite(key.gather(1, items)).sum(dim=1)
+        if any_special:
+            fix = special.nonzero().squeeze(1)
+            fixed_items, fixed_lengths = _rank_special_rows(key.index_select(0, fix), k)
+            items[fix] = fixed_items
+            lengths[fix] = fixed_lengths
     finally:
         if saved is not None:
             key[mask_rows, mask_cols] = saved
         if saved_ignore is not None:
             key[:, ignore_items] = saved_ignore
-
-    if n_pos is not None:
-        # +inf items took the first slots before being dropped; NaN items follow every −inf item
-        lengths = torch.minimum(lengths, (k - n_pos).clamp(min=0))
-        n_nan_kept = (n_nan - (n - k)).clamp(min=0)
-        if bool((n_nan_kept > 0).any()):
-            fix = (n_nan_kept > 0).nonzero().squeeze(1)
-            nan_first = nan.index_select(0, fix).to(torch.int8).sort(dim=1, descending=True, stable=True).indices
-            start = lengths.index_select(0, fix).unsqueeze(1)
-            slot = torch.arange(k, device=device).unsqueeze(0) - start
-            count = n_nan_kept.index_select(0, fix).unsqueeze(1)
-            put = (slot >= 0) & (slot < count)
-            sub = items.index_select(0, fix)
-            sub[put] = nan_first.gather(1, slot.clamp(min=0, max=nan_first.shape[1] - 1))[put]
-            items = items.clone()
-            items[fix] = sub
-            lengths = lengths.clone()
-            lengths[fix] = lengths.index_select(0, fix) + n_nan_kept.index_select(0, fix)
     return items, lengths
