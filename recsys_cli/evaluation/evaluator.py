@@ -7,6 +7,7 @@ device (on the CPU for Apple MPS, which has no float64).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -237,13 +238,14 @@ def evaluate(
                 sub = seen[block_users]
                 mask_rows = torch.from_numpy(np.repeat(np.arange(len(block_users)), np.diff(sub.indptr))).to(dev)
                 mask_cols = torch.from_numpy(sub.indices.astype(np.int64)).to(dev)
-            items, lengths = rank_block(scores, k_max, mask_rows=mask_rows, mask_cols=mask_cols,
-                                        ignore_items=ignore_t)
-            del scores
-            sums += block_user_metrics(
-                torch.from_numpy(block_users).to(metric_device), items.to(metric_device),
-                lengths.to(metric_device), cutoffs, inputs, item_counts, hit_counts,
-            )
+            with _no_autocast(dev), _no_autocast(metric_device):
+                items, lengths = rank_block(scores, k_max, mask_rows=mask_rows, mask_cols=mask_cols,
+                                            ignore_items=ignore_t)
+                del scores
+                sums += block_user_metrics(
+                    torch.from_numpy(block_users).to(metric_device), items.to(metric_device),
+                    lengths.to(metric_device), cutoffs, inputs, item_counts, hit_counts,
+                )
             done += len(block_users)
             now = time.perf_counter()
             elapsed = now - start_time
@@ -283,6 +285,14 @@ def evaluate(
         table=table, n_users_evaluated=n_eval, n_users_skipped=n_skipped, seconds=seconds,
         users_per_second=n_eval / seconds if seconds > 0 else math.inf, block_size=block,
     )
+
+
+def _no_autocast(device: torch.device):
+    """Ranking and metric arithmetic keep their dtypes even when the caller scores under autocast."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except (RuntimeError, ValueError):  # a device type without autocast support
+        return contextlib.nullcontext()
 
 
 def _block_inputs(test: sp.csr_matrix, stats: TrainStatistics, cutoffs: list[int],
