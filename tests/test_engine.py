@@ -18,6 +18,8 @@ from recsys_cli.models.two_tower import TwoTower, TwoTowerConfig
 from recsys_cli.training import Trainer, make_optimizer
 from recsys_cli.training.checkpoint import checkpoint_paths
 
+from .conftest import CONFIGS
+
 CPU = torch.device("cpu")
 
 
@@ -156,3 +158,22 @@ def test_same_seed_same_weights():
         Trainer(model, _ctx(None, epochs=2), evaluator=_mean_validation_score).fit(train)
         runs.append(model.state_dict())
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+@pytest.mark.parametrize("config", ["dae.yaml", "two-tower-1.yaml", "two-tower-2.yaml"])
+def test_recsys_run_end_to_end_on_synthetic(config):
+    from recsys_cli import experiment
+    from recsys_cli.config import load_config
+
+    cfg = load_config(CONFIGS / config, [
+        "data.dataset=synthetic", "data.synthetic.n_users=150", "data.synthetic.n_items=80",
+        "data.synthetic.n_interactions=3000", "training.epochs=2", "training.batch_size=512",
+    ])
+    result = experiment.run(cfg)
+    assert result.status == "succeeded"
+    assert json.loads((result.run_dir / "status.json").read_text())["status"] == "succeeded"
+    rows = list(csv.DictReader((result.run_dir / "train_log.csv").open()))
+    assert len(rows) == 2 and all(r["val_metric"] for r in rows)
+    assert 0 <= result.metrics.value("NDCG", 10) <= 1
+    assert (result.run_dir / "model" / "model.pt").is_file()
+    assert json.loads((result.run_dir / "timing.json").read_text())["best_epoch"] in (1, 2)
