@@ -15,7 +15,7 @@ from recsys_cli import console
 from recsys_cli.cli.app import app
 from recsys_cli.errors import ResourceError, RunFailed
 from recsys_cli.models import _closed_form
-from recsys_cli.models._closed_form import gram, mirror_upper_
+from recsys_cli.models._closed_form import ColumnTiles, gram, mirror_upper_
 from recsys_cli.models.base import FitContext
 from recsys_cli.models.ease import EASE, EASEConfig
 
@@ -63,7 +63,7 @@ def test_B_equals_float64_closed_form(options):
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
         x = x / np.linalg.norm(x, axis=0, keepdims=True)
     expected = direct_B(x, options["l2_norm"])
-    B = model.W.numpy()
+    B = model.dense_W().numpy()
     assert B.dtype == np.float32
     assert np.abs(B - expected).max() <= 1e-5
     assert np.all(np.diag(B) == 0)
@@ -76,7 +76,7 @@ def test_float64_on_request_is_exact_to_rounding():
     X = ratings(seed=3)
     model = fit(EASEConfig(l2_norm=2.0), X, dtype=torch.float64)
     assert model.W.dtype == torch.float64
-    assert np.abs(model.W.numpy() - direct_B(X.toarray(), 2.0)).max() <= 1e-12
+    assert np.abs(model.dense_W().numpy() - direct_B(X.toarray(), 2.0)).max() <= 1e-12
 
 
 @pytest.mark.parametrize("heavy_share", [0.0, 0.2, np.inf])
@@ -90,6 +90,32 @@ def test_gram_paths_agree_with_scipy(heavy_share):
     np.testing.assert_array_equal(np.triu(upper), np.triu(expected))
 
 
+def test_many_items_span_several_column_tiles():
+    X = ratings(n_users=400, n_items=600, density=0.05, seed=7)  # 600 items: three tiles of 256 columns
+    model = fit(EASEConfig(l2_norm=30.0), X)
+    assert isinstance(model.W, ColumnTiles) and len(model.W.edges) == 4
+    expected = direct_B(X.toarray(), 30.0)
+    assert np.abs(model.dense_W().numpy() - expected).max() <= 1e-5
+    users = torch.tensor([0, 1, 2, 399])
+    np.testing.assert_allclose(model.score(users).numpy(), X[[0, 1, 2, 399]].toarray() @ expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("width", [1, 7, 64, 1000])
+def test_column_tiles_from_upper_triangle_in_place(width):
+    rng = np.random.default_rng(width)
+    full = rng.standard_normal((150, 150))
+    full = full + full.T
+    M = torch.from_numpy(np.triu(full) + np.tril(rng.standard_normal((150, 150)), -1))  # junk below
+    storage = M.data_ptr()
+    tiles = ColumnTiles.from_upper_(M, width=width)
+    assert tiles.flat.data_ptr() == storage  # no second matrix
+    np.testing.assert_array_equal(tiles.to_dense().numpy(), full)
+    rows = sp.random(9, 150, density=0.2, random_state=width, format="csr")
+    np.testing.assert_allclose(tiles.matmul_csr(rows).numpy(), rows @ full, rtol=1e-12, atol=1e-12)
+    again = ColumnTiles.from_dense(torch.from_numpy(full), width=width)
+    np.testing.assert_array_equal(again.to_dense().numpy(), full)
+
+
 def test_mirror_upper_copies_triangle():
     M = torch.arange(1300 * 1300, dtype=torch.float64).reshape(1300, 1300)  # spans several blocks
     upper = torch.triu(M)
@@ -99,11 +125,11 @@ def test_mirror_upper_copies_triangle():
 
 def test_topk_keeps_exactly_k_largest_magnitudes_per_column():
     X = ratings(seed=2)
-    dense = fit(EASEConfig(l2_norm=10.0), X).W.numpy()
+    dense = fit(EASEConfig(l2_norm=10.0), X).dense_W().numpy()
     k = 7
     model = fit(EASEConfig(l2_norm=10.0, topk=k), X)
     assert model.W.layout == torch.sparse_csr
-    kept = model.W.to_dense().numpy()
+    kept = model.dense_W().numpy()
     per_column = (kept != 0).sum(axis=0)
     assert np.all(per_column == k)
     for j in range(dense.shape[1]):
@@ -162,9 +188,9 @@ def test_gpu_short_of_memory_falls_back_to_cpu(monkeypatch):
         model.fit(X, FitContext(device=torch.device("cuda"), dtype=torch.float32, seed=0, memory_budget_bytes=1024))
     text = log.getvalue()
     assert "fitting on the CPU instead" in text and "scoring on the CPU" in text
-    assert model.device == CPU and model.W.device == CPU
+    assert model.device == CPU and model.W.device == CPU and isinstance(model.W, ColumnTiles)
     assert model.fit_info["fit_device"] == "cpu"
-    assert np.abs(model.W.numpy() - direct_B(X.toarray(), 10.0)).max() <= 1e-5
+    assert np.abs(model.dense_W().numpy() - direct_B(X.toarray(), 10.0)).max() <= 1e-5
     assert model.score(torch.arange(3)).device == CPU
 
 
@@ -187,7 +213,7 @@ def test_half_precision_is_computed_in_float32():
     X = ratings(seed=6)
     model = fit(EASEConfig(l2_norm=10.0), X, dtype=torch.bfloat16)
     assert model.W.dtype == torch.float32
-    assert np.abs(model.W.numpy() - direct_B(X.toarray(), 10.0)).max() <= 1e-5
+    assert np.abs(model.dense_W().numpy() - direct_B(X.toarray(), 10.0)).max() <= 1e-5
 
 
 @pytest.mark.slow

@@ -43,9 +43,15 @@ def test_W_matches_direct_float64_formula(alpha):
     R = grouped_ratings()
     model = fit(GFCFConfig(alpha=alpha, num_factors=4), sp.csr_matrix(R))
     expected = direct_W(R, alpha, 4)
-    assert np.abs(model.W.numpy() - expected).max() <= 1e-5
+    assert np.abs(model.dense_W().numpy() - expected).max() <= 1e-5
     users = torch.tensor([0, 31, 119])
     np.testing.assert_allclose(model.score(users).numpy(), R[[0, 31, 119]] @ expected, atol=1e-5)
+
+
+def test_W_spanning_several_column_tiles_matches_formula():
+    R = grouped_ratings(groups=4, users=60, items=75, seed=5)  # 300 items: two tiles of 256 columns
+    model = fit(GFCFConfig(alpha=1.5, num_factors=4), sp.csr_matrix(R))
+    assert np.abs(model.dense_W().numpy() - direct_W(R, 1.5, 4)).max() <= 1e-5
 
 
 def test_degrees_are_sums_of_values_with_the_course_epsilons():
@@ -62,16 +68,16 @@ def test_same_seed_same_W_and_empty_users_score_zero():
     R[7] = 0
     a = fit(GFCFConfig(num_factors=3), sp.csr_matrix(R), seed=11)
     b = fit(GFCFConfig(num_factors=3), sp.csr_matrix(R), seed=11)
-    assert torch.equal(a.W, b.W)
+    assert torch.equal(a.dense_W(), b.dense_W())
     scores = a.score(torch.tensor([7, 8]))
     assert torch.isfinite(scores).all() and torch.all(scores[0] == 0)
 
 
 def test_topk_keeps_the_k_largest_values_per_column():
     R = sp.csr_matrix(grouped_ratings(seed=2))
-    dense = fit(GFCFConfig(num_factors=4), R).W.numpy()
+    dense = fit(GFCFConfig(num_factors=4), R).dense_W().numpy()
     k = 6
-    kept = fit(GFCFConfig(num_factors=4, topk=k), R).W.to_dense().numpy()
+    kept = fit(GFCFConfig(num_factors=4, topk=k), R).dense_W().numpy()
     assert np.all((kept != 0).sum(axis=0) == k)
     for j in range(dense.shape[1]):
         rows = np.flatnonzero(kept[:, j])

@@ -22,6 +22,7 @@ from recsys_cli import console
 from recsys_cli.config.schema import ModelConfig
 from recsys_cli.models._closed_form import (
     ItemItemRecommender,
+    column_blocks,
     compute_dtype,
     element_size,
     format_bytes,
@@ -30,6 +31,7 @@ from recsys_cli.models._closed_form import (
     numpy_dtype,
     plan_fit_device,
     spd_inverse_,
+    symmetric_matrix,
     synchronize,
 )
 from recsys_cli.models.base import FitContext
@@ -101,10 +103,14 @@ class EASE(ItemItemRecommender):
                          hint="raise model.l2_norm (λ > 0 makes it positive definite)")
         synchronize(fit_device)
         t1, t2 = marks[0], time.perf_counter()
+        B = symmetric_matrix(P)  # on the CPU: column tiles in P's own storage
+        del P
         # B_ij = −P_ij / P_jj: divide each column by minus its diagonal entry, in place
-        P.div_(-P.diagonal().clone())
-        P.fill_diagonal_(0)
+        for a, b, columns in column_blocks(B):
+            own = columns[a:b]  # the square block holding the diagonal entries of these columns
+            columns.div_(-own.diagonal().clone())
+            own.fill_diagonal_(0)
         self.fit_info = {"gram_seconds": round(t1 - t0, 3), "inverse_seconds": round(t2 - t1, 3)}
-        self._finish_fit(P, ctx, fit_device, started)
+        self._finish_fit(B, ctx, fit_device, started)
         console.info(f"EASE: XᵀX {t1 - t0:.2f} s, inverse {t2 - t1:.2f} s, "
                      f"total {time.perf_counter() - started:.2f} s")

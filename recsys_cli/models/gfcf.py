@@ -25,6 +25,7 @@ from recsys_cli.config.schema import ModelConfig
 from recsys_cli.errors import ConfigError
 from recsys_cli.models._closed_form import (
     ItemItemRecommender,
+    column_blocks,
     compute_dtype,
     element_size,
     format_bytes,
@@ -32,6 +33,7 @@ from recsys_cli.models._closed_form import (
     gram_memory_bytes,
     numpy_dtype,
     plan_fit_device,
+    symmetric_matrix,
     synchronize,
 )
 from recsys_cli.models.base import FitContext
@@ -98,7 +100,7 @@ class GFCF(ItemItemRecommender):
         console.info(f"GF-CF: fitting {self.n_items:,} items on {fit_device} in {str(dtype).replace('torch.', '')} "
                      f"(α = {self.config.alpha:g}, K = {k})")
         t0 = time.perf_counter()
-        W = gram(R_norm, device=fit_device, dtype=dtype, full=True)
+        W = symmetric_matrix(gram(R_norm, device=fit_device, dtype=dtype, full=False))
         synchronize(fit_device)
         t1 = time.perf_counter()
         _, _, vt = randomized_svd(R_norm, n_components=k, random_state=ctx.seed % 2**32)
@@ -106,8 +108,10 @@ class GFCF(ItemItemRecommender):
         vt = torch.from_numpy(np.ascontiguousarray(vt, dtype=np.float64))
         left = vt / torch.from_numpy(np.sqrt(d_items) + 1e-6)  # V_K D_I^{-1/2}
         right = vt * torch.from_numpy(np.sqrt(d_items))  # V_K D_I^{+1/2}
-        # W += α (V_K D^{-1/2})ᵀ (V_K D^{+1/2}): one rank-K update in place, no second items² buffer
-        W.addmm_(left.T.to(fit_device, dtype), right.to(fit_device, dtype), alpha=self.config.alpha)
+        # W += α (V_K D^{-1/2})ᵀ (V_K D^{+1/2}): a rank-K update in place, no second items² buffer
+        left, right = left.T.to(fit_device, dtype), right.to(fit_device, dtype)
+        for a, b, columns in column_blocks(W):
+            columns.addmm_(left, right[:, a:b], alpha=self.config.alpha)
         synchronize(fit_device)
         self.fit_info = {"gram_seconds": round(t1 - t0, 3), "svd_seconds": round(t2 - t1, 3)}
         self._finish_fit(W, ctx, fit_device, started)
