@@ -126,7 +126,7 @@ def worker(args) -> None:
             model = GFCF(GFCFConfig(), device=device, dtype=torch.float32)
         model.fit(X, ctx)
         seconds = time.perf_counter() - start
-        B = model.W.cpu().numpy() if args.save_matrix else None
+        B = model.dense_W().cpu().numpy() if args.save_matrix else None
     out = {"seconds": seconds, "rss_loaded": loaded, "peak_rss": _peak_rss()}
     if device.type == "cuda":
         out["cuda_peak"] = int(torch.cuda.max_memory_allocated(device))
