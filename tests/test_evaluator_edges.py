@@ -235,3 +235,18 @@ def test_bad_inputs_raise_clear_errors():
         evaluate(lambda users: torch.zeros(len(users), 2), train, test, [1], progress=False)
     with pytest.raises(DataError, match="scipy sparse"):
         evaluate(ok, np.zeros((2, 3)), test, [1], progress=False)
+
+
+def test_thread_count_is_restored():
+    # the evaluator runs its small ops on one CPU thread; the caller's setting must survive, errors included
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        evaluate(fixed(np.zeros((2, 3))), csr(np.zeros((2, 3))), csr([[1, 0, 0], [0, 1, 0]]), [1], progress=False)
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RunFailed):
+            evaluate(lambda users: torch.zeros(len(users), 2), csr(np.zeros((2, 3))), csr([[1, 0, 0], [0, 1, 0]]),
+                     [1], progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -29,7 +29,7 @@ from recsys_cli.evaluation.metrics import (
     block_user_metrics,
     global_metrics,
 )
-from recsys_cli.evaluation.ranking import rank_block
+from recsys_cli.evaluation.ranking import one_cpu_thread, rank_block
 
 PREFIX = "EvaluatorHoldout: "
 PRINT_EVERY_SECONDS = 300.0
@@ -242,10 +242,11 @@ def evaluate(
                 items, lengths = rank_block(scores, k_max, mask_rows=mask_rows, mask_cols=mask_cols,
                                             ignore_items=ignore_t)
                 del scores
-                sums += block_user_metrics(
-                    torch.from_numpy(block_users).to(metric_device), items.to(metric_device),
-                    lengths.to(metric_device), cutoffs, inputs, item_counts, hit_counts,
-                )
+                with one_cpu_thread(metric_device):
+                    sums += block_user_metrics(
+                        torch.from_numpy(block_users).to(metric_device), items.to(metric_device),
+                        lengths.to(metric_device), cutoffs, inputs, item_counts, hit_counts,
+                    )
             done += len(block_users)
             now = time.perf_counter()
             elapsed = now - start_time

@@ -19,9 +19,29 @@ values do: only those rows take the slower exact path for special values.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 NEG_INF = float("-inf")
+WIDE_TOPK_ELEMENTS = 1 << 20
+
+
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run small CPU ops on one thread: splitting a (block × K) op or a sparse scatter across threads
+    costs more than it saves, and on a busy machine every parallel region can stall on a descheduled
+    thread (measured: 10× slower evaluation on a loaded 2-core machine). Only a big ``topk`` runs wide."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _order_candidates(key: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -124,37 +144,42 @@ def rank_block(
     has_ignore = ignore_items is not None and ignore_items.numel() > 0
 
     saved = saved_ignore = None
-    if has_masks:
-        saved = key[mask_rows, mask_cols]
-    if has_ignore:
-        saved_ignore = key[:, ignore_items]
-    try:
+    with one_cpu_thread(device):
         if has_masks:
-            key[mask_rows, mask_cols] = NEG_INF
+            saved = key[mask_rows, mask_cols]
         if has_ignore:
-            key[:, ignore_items] = NEG_INF
-    except RuntimeError:  # e.g. an inference-mode tensor: work on a private copy instead
-        key = key.clone()
-        saved = saved_ignore = None
-        if has_masks:
-            key[mask_rows, mask_cols] = NEG_INF
-        if has_ignore:
-            key[:, ignore_items] = NEG_INF
+            saved_ignore = key[:, ignore_items]
+        try:
+            if has_masks:
+                key[mask_rows, mask_cols] = NEG_INF
+            if has_ignore:
+                key[:, ignore_items] = NEG_INF
+        except RuntimeError:  # e.g. an inference-mode tensor: work on a private copy instead
+            key = key.clone()
+            saved = saved_ignore = None
+            if has_masks:
+                key[mask_rows, mask_cols] = NEG_INF
+            if has_ignore:
+                key[:, ignore_items] = NEG_INF
 
     try:
-        vals, idx = torch.topk(key, min(k + 1, n), dim=1, largest=True, sorted=True)
-        special = (torch.isnan(vals) | (vals == float("inf"))).any(dim=1)
-        any_special = bool(special.any())
-        items = _select(key, vals, idx, k, special if any_special else None)
-        lengths = torch.isfinite(key.gather(1, items)).sum(dim=1)
-        if any_special:
-            fix = special.nonzero().squeeze(1)
-            fixed_items, fixed_lengths = _rank_special_rows(key.index_select(0, fix), k)
-            items[fix] = fixed_items
-            lengths[fix] = fixed_lengths
+        # topk over a big block is the one op worth spreading over the CPU threads
+        with contextlib.nullcontext() if key.numel() >= WIDE_TOPK_ELEMENTS else one_cpu_thread(device):
+            vals, idx = torch.topk(key, min(k + 1, n), dim=1, largest=True, sorted=True)
+        with one_cpu_thread(device):
+            special = (torch.isnan(vals) | (vals == float("inf"))).any(dim=1)
+            any_special = bool(special.any())
+            items = _select(key, vals, idx, k, special if any_special else None)
+            lengths = torch.isfinite(key.gather(1, items)).sum(dim=1)
+            if any_special:
+                fix = special.nonzero().squeeze(1)
+                fixed_items, fixed_lengths = _rank_special_rows(key.index_select(0, fix), k)
+                items[fix] = fixed_items
+                lengths[fix] = fixed_lengths
     finally:
-        if saved is not None:
-            key[mask_rows, mask_cols] = saved
-        if saved_ignore is not None:
-            key[:, ignore_items] = saved_ignore
+        with one_cpu_thread(device):
+            if saved is not None:
+                key[mask_rows, mask_cols] = saved
+            if saved_ignore is not None:
+                key[:, ignore_items] = saved_ignore
     return items, lengths
