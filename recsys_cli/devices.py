@@ -83,13 +83,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def configure_tf32(enabled: bool) -> None:
+    """TF32 matmuls on CUDA (Ampere and newer): faster float32 products with a 10-bit mantissa."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
 def configure_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far."""
+    """Peak resident set size of this process so far.
+
+    Linux's ``VmHWM`` is preferred: ``ru_maxrss`` survives fork+exec, so a fresh worker process would
+    report its parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 

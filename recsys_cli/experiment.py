@@ -13,7 +13,14 @@ from typing import Any
 
 from recsys_cli import atomic, console
 from recsys_cli.config import Config
-from recsys_cli.devices import configure_threads, describe_device, resolve_device, resolve_dtype, seed_everything
+from recsys_cli.devices import (
+    configure_tf32,
+    configure_threads,
+    describe_device,
+    resolve_device,
+    resolve_dtype,
+    seed_everything,
+)
 from recsys_cli.errors import RecsysError
 from recsys_cli.models.registry import get_model_class
 from recsys_cli.rundir import RunDirectory
@@ -45,10 +52,11 @@ def train(config: Config, *, evaluate: bool = False, resume: str | Path | None =
     run = _reopen_for_resume(config, resume, model_cls) if resume else RunDirectory.create(config)
     with run.active(device=None):
         configure_threads(config.device.threads)
+        configure_tf32(config.device.tf32)
         seed_everything(config.experiment.seed)
         device = resolve_device(config.device.accelerator)
         dtype = resolve_dtype(config.device.dtype, device)
-        run.update_env(device=describe_device(device), dtype=config.device.dtype)
+        run.update_env(device=describe_device(device), dtype=config.device.dtype, tf32=config.device.tf32)
         console.info(f"experiment {config.experiment.name}: model {model_cls.name}, seed {config.experiment.seed}")
         resume_from = run.path if resume else None
         task = _task(model_cls.task)
