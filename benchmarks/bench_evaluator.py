@@ -173,7 +173,8 @@ def main() -> None:
 
     figures = {
         "device": str(device), "torch_threads": torch.get_num_threads(), "users": train.shape[0],
-        "items": train.shape[1], "train_nnz": train.nnz, "test_nnz": test.nnz, "users_evaluated": best.n_users_evaluated,
+        "items": train.shape[1], "train_nnz": train.nnz, "test_nnz": test.nnz,
+        "users_evaluated": best.n_users_evaluated,
         "cutoff": args.cutoff, "block_size": best.block_size, "evaluation_seconds": round(best.seconds, 3),
         "users_per_second": round(fast_ups), "baseline_users": len(sample),
         "baseline_users_per_second": round(slow_ups, 1), "ratio": round(fast_ups / slow_ups, 1),

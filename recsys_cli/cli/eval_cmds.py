@@ -46,8 +46,9 @@ def evaluate(
         if wanted is not None:
             missing = [k for k in needed if k not in wanted]
             if missing:
+                both = ",".join(str(k) for k in sorted(set(wanted) | set(missing)))
                 raise ConfigError(f"--assert uses cutoff {missing[0]}, which --cutoffs {cutoffs} does not evaluate",
-                                  hint=f"add it: --cutoffs {','.join(str(k) for k in sorted(set(wanted) | set(missing)))}")
+                                  hint=f"add it: --cutoffs {both}")
         else:
             from recsys_cli.rundir import RunDirectory
 

@@ -77,7 +77,8 @@ def parse_metric_specs(text: str | None) -> list[tuple[str, int | None]] | None:
         if "@" in part:
             name, _, cutoff = part.partition("@")
             if not cutoff.strip().isdigit() or int(cutoff) < 1:
-                raise ConfigError(f"--metrics entry {part!r} has no valid cutoff", hint="e.g. --metrics NDCG@10,RECALL@20")
+                raise ConfigError(f"--metrics entry {part!r} has no valid cutoff",
+                                  hint="e.g. --metrics NDCG@10,RECALL@20")
             specs.append((metric_name(name), int(cutoff)))
         else:
             specs.append((part, None))
@@ -93,7 +94,10 @@ def _label(name: str, cutoff: int | None) -> str:
 def _lookup(frame: pd.DataFrame | None, name: str, cutoff: int | None) -> float:
     if frame is None or "metric" not in frame or "value" not in frame:
         return math.nan
-    rows = frame[frame["metric"].astype(str).str.upper() == name.upper()] if cutoff is not None else frame[frame["metric"] == name]
+    if cutoff is not None:  # the 27 evaluator columns, any case
+        rows = frame[frame["metric"].astype(str).str.upper() == name.upper()]
+    else:  # free-form metric names (mlp-iris's accuracy), exact
+        rows = frame[frame["metric"] == name]
     if cutoff is not None:
         if "cutoff" not in rows:
             return math.nan

@@ -73,7 +73,8 @@ def markdown(result, *, split_name: str, title: str) -> str:
 
 
 def render_table(result, columns: tuple[str, ...] = KEY_COLUMNS) -> Table:
-    table = Table(title=f"{result.n_users_evaluated} users, {result.users_per_second:,.0f} users/s", title_justify="left")
+    title = f"{result.n_users_evaluated} users, {result.users_per_second:,.0f} users/s"
+    table = Table(title=title, title_justify="left")
     table.add_column("cutoff", justify="right")
     for name in columns:
         table.add_column(name, justify="right")
@@ -85,13 +86,15 @@ def render_table(result, columns: tuple[str, ...] = KEY_COLUMNS) -> Table:
 def print_table(result, columns: tuple[str, ...] = KEY_COLUMNS) -> None:
     """Key columns on stderr (and in the run log); every column is in the metrics files."""
     buffer = io.StringIO()
-    Console(file=buffer, width=max(100, 14 * (len(columns) + 1)), color_system=None).print(render_table(result, columns))
-    console.info(buffer.getvalue().rstrip("\n"))
+    Console(file=buffer, width=1000, color_system=None).print(render_table(result, columns))
+    console.info("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()))
 
 
 # -- --assert ----------------------------------------------------------------------------------
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
-_ASSERTION = re.compile(r"^\s*([A-Za-z_][A-Za-z_0-9]*)\s*@\s*(\d+)\s*(>=|<=|==|>|<)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*$")
+_ASSERTION = re.compile(
+    r"^\s*([A-Za-z_][A-Za-z_0-9]*)\s*@\s*(\d+)\s*(>=|<=|==|>|<)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*$"
+)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ class Assertion:
         return math.isfinite(value) and bool(_OPS[self.op](value, self.bound))
 
     def describe(self, value: float) -> str:
-        return f"{self.metric}@{self.cutoff} = {value:.6f} {'satisfies' if self.check(value) else 'fails'} {self.op} {self.bound:g}"
+        verdict = "satisfies" if self.check(value) else "fails"
+        return f"{self.metric}@{self.cutoff} = {value:.6f} {verdict} {self.op} {self.bound:g}"
 
 
 def metric_name(name: str) -> str:
