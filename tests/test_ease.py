@@ -142,6 +142,24 @@ def test_topk_keeps_exactly_k_largest_magnitudes_per_column():
     np.testing.assert_allclose(model.score(users).numpy(), model.X[:10].toarray() @ kept, atol=1e-6)
 
 
+def test_dense_accelerator_path_on_the_cpu(monkeypatch):
+    # Off the CPU, the inverse comes from torch's Cholesky and B stays one dense tensor; run that code
+    # here (as a GPU would) and check it gives the same B, then tiles for CPU scoring.
+    from recsys_cli.models import ease as ease_module
+
+    def torch_inverse(G, *, ridge, what, hint):
+        G = mirror_upper_(G)
+        G.diagonal().add_(ridge)
+        return _closed_form._torch_spd_inverse(G, what=what, hint=hint)
+
+    monkeypatch.setattr(ease_module, "spd_inverse_", torch_inverse)
+    monkeypatch.setattr(ease_module, "symmetric_matrix", lambda M: M)
+    X = ratings(n_users=300, n_items=300, density=0.05, seed=8)
+    model = fit(EASEConfig(l2_norm=15.0), X)
+    assert isinstance(model.W, ColumnTiles)
+    assert np.abs(model.dense_W().numpy() - direct_B(X.toarray(), 15.0)).max() <= 1e-5
+
+
 @pytest.mark.parametrize("topk", [None, 5])
 def test_save_and_load_reproduce_scores(tmp_path, topk):
     X = ratings(seed=4)

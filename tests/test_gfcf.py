@@ -54,6 +54,18 @@ def test_W_spanning_several_column_tiles_matches_formula():
     assert np.abs(model.dense_W().numpy() - direct_W(R, 1.5, 4)).max() <= 1e-5
 
 
+def test_dense_accelerator_path_on_the_cpu(monkeypatch):
+    # Off the CPU, W stays one dense tensor built from the full R̃ᵀR̃; run that code here.
+    from recsys_cli.models import gfcf as gfcf_module
+    from recsys_cli.models._closed_form import ColumnTiles, mirror_upper_
+
+    monkeypatch.setattr(gfcf_module, "symmetric_matrix", mirror_upper_)
+    R = grouped_ratings(groups=4, users=60, items=150, seed=6)  # 600 items: several column blocks
+    model = fit(GFCFConfig(alpha=0.5, num_factors=4), sp.csr_matrix(R))
+    assert isinstance(model.W, ColumnTiles)
+    assert np.abs(model.dense_W().numpy() - direct_W(R, 0.5, 4)).max() <= 1e-5
+
+
 def test_degrees_are_sums_of_values_with_the_course_epsilons():
     R = sp.csr_matrix(np.array([[2.0, 0.0, 4.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
     R_t, d_items = normalized_matrix(R)
