@@ -75,7 +75,7 @@ class GFCF(ItemItemRecommender):
         matrix, buffers = gram_memory_bytes(R, dtype, device)
         # randomized_svd works on the CPU in float64-sized blocks of (K + 10) columns per user and item
         k = self.config.num_factors + 10
-        svd = 4 * (R.shape[0] + R.shape[1]) * k * 8 + R.nnz * 24
+        svd = 4 * (R.shape[0] + R.shape[1]) * k * 8 + R.nnz * 48  # plus building R̃ from COO
         n = R.shape[1]
         return matrix + buffers + svd, (
             f"{n:,}² items × {element_size(dtype)} B × 1 matrix + {format_bytes(buffers + svd)} of blocks, "
