@@ -264,3 +264,17 @@ def test_tiny_memory_budget_refuses_from_the_cli(runs_dir):
                                  "--set", "device.memory_budget_gb=0.00001"])
     assert result.exit_code == 2
     assert "EASE needs about" in result.stderr and "100² items" in result.stderr
+
+
+def test_scoring_placement_rules():
+    from recsys_cli.models._closed_form import place_for_scoring, same_device
+
+    dense = torch.eye(4)
+    tiles = place_for_scoring("EASE", dense, CPU)
+    assert isinstance(tiles, ColumnTiles) and torch.equal(tiles.to_dense(), dense)  # CPU scoring uses tiles
+    with console.capture() as log:
+        kept = place_for_scoring("EASE", tiles, torch.device("mps"))  # never touches the MPS device
+    assert kept is tiles and "scoring on the CPU" in log.getvalue()
+    assert same_device(torch.device("cuda"), torch.device("cuda:0"))
+    assert not same_device(torch.device("cuda:1"), torch.device("cuda:0"))
+    assert not same_device(CPU, torch.device("cuda"))

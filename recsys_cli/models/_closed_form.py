@@ -394,10 +394,23 @@ def topk_columns(W: Matrix, k: int, *, by_abs: bool) -> torch.Tensor:
         return coo.to_sparse_csr()
 
 
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """cuda and cuda:0 are the same device when 0 is the current one."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
+
+
 def place_for_scoring(model: str, W: Matrix, device: torch.device, budget: int | None = None) -> Matrix:
     """W in the form that scores fastest on ``device``: tiles on the CPU, a dense or sparse tensor on
     an accelerator. A device too short of memory for W keeps it on the CPU, with a warning."""
-    if device.type != "cpu" and W.device != device:
+    if device.type == "mps":
+        console.info(f"{model}: scoring on the CPU (sparse products are not supported on Apple MPS)")
+        device = torch.device("cpu")
+    if device.type != "cpu" and not same_device(W.device, device):
         need = matrix_bytes(W) * 5 // 4  # W plus room for a block of scores
         free = available_memory_bytes(device) if budget is None else min(budget, available_memory_bytes(device))
         if need > free:
