@@ -29,6 +29,9 @@ from recsys_cli.models.base import FitContext, Recommender, csr_to_torch
 # measured near 5 % on a 2-core AVX-512 CPU for 10k items, and the heavy tail of real rating data
 # puts most of the sparse work in those few users.
 HEAVY_USER_SHARE = 0.05
+# Below this many items the LAPACK inverse runs on one thread: it takes well under a second either
+# way, and OpenBLAS's spinning threads, when another process holds a core, turned 0.05 s into 4 s.
+SINGLE_THREAD_LAPACK = 3000
 # Entries of one dense block of user rows (64 Mi entries = 256 MB in float32).
 DENSE_BLOCK_ENTRIES = 1 << 26
 # Columns per block when taking per-column top-k, and rows per block when mirroring a triangle.
@@ -226,12 +229,15 @@ def spd_inverse_(G: torch.Tensor, *, ridge: float, what: str, hint: str) -> torc
     if G.device.type == "cpu":
         from scipy.linalg import lapack
 
+        from threadpoolctl import threadpool_limits
+
         A = G.numpy().T  # Fortran-ordered view: LAPACK's lower triangle is our upper triangle
         potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (A,))
-        factor, info = potrf(A, lower=1, overwrite_a=1, clean=0)
-        if info != 0:
-            raise RunFailed(f"{what} is not positive definite (Cholesky failed at column {info})", hint=hint)
-        inverse, info = potri(factor, lower=1, overwrite_c=1)
+        with threadpool_limits(limits=1 if A.shape[0] < SINGLE_THREAD_LAPACK else None, user_api="blas"):
+            factor, info = potrf(A, lower=1, overwrite_a=1, clean=0)
+            if info != 0:
+                raise RunFailed(f"{what} is not positive definite (Cholesky failed at column {info})", hint=hint)
+            inverse, info = potri(factor, lower=1, overwrite_c=1)
         if info != 0:
             raise RunFailed(f"{what} is singular (potri failed at column {info})", hint=hint)
         if not np.shares_memory(inverse, A):  # LAPACK wrappers copy when they must; keep our buffer
