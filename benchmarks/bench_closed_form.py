@@ -16,7 +16,7 @@ Figures (targets from issue 5, on the project's 2-core CPU):
 
 Method: every fit runs in a fresh subprocess that loads the matrix from a .npz file, records its
 resident set size (VmRSS) once the data are loaded and the libraries imported, fits, and reports
-its peak RSS (getrusage ru_maxrss); "peak above data" is the difference. On CUDA the figure is
+its peak RSS (VmHWM, the high-water mark of its own image); "peak above data" is the difference. On CUDA the figure is
 torch's peak allocated device memory. Fresh processes also keep one fit's allocations and thread
 pools from affecting the next.
 
@@ -75,16 +75,21 @@ def synthetic_split(n_users: int, n_items: int, n_interactions: int, seed: int =
 # ---------------------------------------------------------------------------------------------
 # worker: one fit in a fresh process
 # ---------------------------------------------------------------------------------------------
-def _rss_now() -> int:
+def _status_bytes(field: str) -> int:
     with open("/proc/self/status", encoding="ascii") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
 
 
+def _rss_now() -> int:
+    return _status_bytes("VmRSS")
+
+
 def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM belongs to this process image; ru_maxrss would carry the parent's peak across fork + exec
+    return _status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def course_recipe(X: sp.csr_matrix) -> np.ndarray:
