@@ -55,13 +55,13 @@ def test_noise_touches_a_copy_only_and_never_the_target():
     model, train = _fitted(hidden=[12, 5], noise_p=0.5, noise="salt-pepper")
     before = model._x.copy()
     seen = {}
-    original = model.encode_decode
+    original = model.encode
 
     def spy(indices, offsets, values):
         seen["inputs"] = (indices.clone(), offsets.clone(), values.clone())
         return original(indices, offsets, values)
 
-    model.encode_decode = spy
+    model.encode = spy
     model.train()
     batch = np.arange(40)
     model.training_loss(batch)
@@ -81,14 +81,61 @@ def test_the_target_is_the_clean_row(monkeypatch):
     model, _ = _fitted(hidden=[12, 5], noise_p=0.9, loss="bce")
     got = {}
 
-    def fake_bce(logits, target):
-        got["target"] = target.clone()
-        return logits.sum() * 0
+    def spy(hidden, rows, cols, values):
+        target = torch.zeros((len(hidden), model.n_items))
+        target[rows, cols] = values
+        got["target"] = target
+        return hidden.sum() * 0
 
-    monkeypatch.setattr("recsys_cli.models.dae.F.binary_cross_entropy_with_logits", fake_bce)
+    monkeypatch.setattr(model, "reconstruction_loss", spy)
     model.train()
     model.training_loss(np.arange(40))
     assert torch.equal(got["target"], torch.from_numpy(model._x.toarray()))
+
+
+@pytest.mark.parametrize("loss", ["multinomial", "bce"])
+def test_the_fused_output_layer_and_sparse_target_loss_equal_the_dense_formula_with_gradients(loss):
+    train = sp.csr_matrix(np.eye(6, 9))
+    model = DAE(DAEConfig(loss=loss, hidden=[5, 3]), device=CPU, dtype=torch.float64, seed=0)
+    model.build_for(train)
+    rng = np.random.default_rng(3)
+    values = (rng.random((6, 9)) < 0.4) * rng.random((6, 9))
+    values[5, 1] = 0.7  # no empty row
+    coo = sp.coo_matrix(values)
+    dense = torch.from_numpy(values)
+    out = model.layers[-1]
+    hidden = torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3
+    grads = []
+    for fused in (False, True):
+        model.zero_grad()
+        h = hidden.clone().requires_grad_()
+        if fused:
+            got = model.reconstruction_loss(h, torch.from_numpy(coo.row.astype(np.int64)),
+                                            torch.from_numpy(coo.col.astype(np.int64)), torch.from_numpy(coo.data))
+        elif loss == "multinomial":
+            expected = -(torch.log_softmax(out(h), dim=1) * dense).sum(dim=1).mean()
+        else:
+            expected = torch.nn.functional.binary_cross_entropy_with_logits(out(h), dense)
+        (got if fused else expected).backward()
+        grads.append([h.grad, out.weight.grad.clone(), out.bias.grad.clone()])
+    assert torch.allclose(got, expected)
+    assert all(torch.allclose(a, b) for a, b in zip(*grads))
+
+
+def test_the_sparse_first_layer_gradient_equals_the_dense_one():
+    model, train = _fitted(hidden=[12, 5])
+    users = np.array([3, 0, 17, 39, 3])
+    indices, offsets, values = model._rows(users)
+    dense = torch.from_numpy(model._x[users].toarray())
+    assert torch.equal(torch.zeros(dense.shape).index_put_(
+        (torch.repeat_interleave(torch.arange(5), torch.diff(offsets, append=torch.tensor([len(indices)]))),
+         indices), values), dense)
+    grad = torch.randn(5, 12, generator=torch.Generator().manual_seed(1))
+    model.zero_grad()
+    (model._first_layer(indices, offsets, values) * grad).sum().backward()
+    weight = model.input_layer.weight.detach()
+    assert torch.allclose(model._first_layer(indices, offsets, values), dense @ weight, atol=1e-6)
+    assert torch.allclose(model.input_layer.weight.grad, dense.t() @ grad, atol=1e-5)
 
 
 def test_no_noise_in_eval_or_scoring():

@@ -81,25 +81,52 @@ class DAE(TrainableRecommender):
             x.data /= top if top > 0 else 1.0
         self._x = x
         self._active = np.flatnonzero(np.diff(x.indptr) > 0)
+        # Torch views of the whole CSR, made once: a batch's rows are gathered with index ops
+        # instead of a scipy row slice (and int32 → int64 copies) per batch. Read-only: the data
+        # array is shared with self._x and noise always works on a gathered copy.
+        self._indptr = torch.from_numpy(x.indptr.astype(np.int64))
+        self._indices = torch.from_numpy(x.indices.astype(np.int64))
+        self._values = torch.from_numpy(x.data)
 
-    def _rows(self, users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _rows(self, users: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """CSR pieces (indices, offsets, values) of the given users' rows, on the CPU."""
-        block = self._x[users]
-        return (torch.from_numpy(block.indices.astype(np.int64)),
-                torch.from_numpy(block.indptr[:-1].astype(np.int64)),
-                torch.from_numpy(block.data))
+        users = torch.as_tensor(users, dtype=torch.int64)
+        starts = self._indptr[users]
+        counts = self._indptr[users + 1] - starts
+        ends = torch.cumsum(counts, 0)
+        offsets = ends - counts
+        total = int(ends[-1]) if len(ends) else 0
+        # Position of every non-zero of the batch in the whole CSR: its row start plus its rank in the row.
+        pos = torch.arange(total) + torch.repeat_interleave(starts - offsets, counts, output_size=total)
+        return self._indices[pos], offsets, self._values[pos]
 
-    def encode_decode(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        dev, dt = self.device, self.param_dtype
-        h = self.input_layer(indices.to(dev), offsets.to(dev), per_sample_weights=values.to(dev, dt))
+    def _first_layer(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """rows @ W for sparse rows: scipy's CSR kernels on the CPU, the EmbeddingBag elsewhere.
+
+        On the CPU, EmbeddingBag's backward sorts all the batch's indices and scatters (≈10× the
+        cost of the product itself); the gradient is simply rowsᵀ @ grad, which scipy computes
+        directly from the same CSR."""
+        weight = self.input_layer.weight
+        if self.device.type == "cpu" and weight.dtype in (torch.float32, torch.float64):
+            return _SparseRowsTimesWeight.apply(weight, indices, offsets, values.to(weight.dtype))
+        dev = self.device
+        return self.input_layer(indices.to(dev), offsets.to(dev), per_sample_weights=values.to(dev, weight.dtype))
+
+    def encode(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Hidden activations before the output layer for sparse input rows (indices, row offsets, values)."""
+        h = self._first_layer(indices, offsets, values)
         h = h + self.input_bias
         if self._relu_after[0]:
             h = torch.relu(h)
-        for i, layer in enumerate(self.layers, start=1):
+        for i, layer in enumerate(self.layers[:-1], start=1):
             h = layer(h)
             if self._relu_after[i]:
                 h = torch.relu(h)
         return h
+
+    def encode_decode(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Reconstruction logits (batch × items) of sparse input rows."""
+        return self.layers[-1](self.encode(indices, offsets, values))
 
     def forward(self, dense_rows: torch.Tensor) -> torch.Tensor:
         """Reconstruction logits of dense input rows (reference path; training and scoring use sparse rows)."""
@@ -114,7 +141,7 @@ class DAE(TrainableRecommender):
         rows = users
         if p == 0:
             return rows, indices, values
-        keep = torch.rand(values.shape, generator=g) >= p
+        keep = torch.nonzero(torch.rand(values.shape, generator=g) >= p).flatten()
         rows, indices, values = rows[keep], indices[keep], values[keep]
         if self.config.noise == "dropout":
             values = values / (1.0 - p)
@@ -146,22 +173,36 @@ class DAE(TrainableRecommender):
     def training_loss(self, batch: np.ndarray) -> torch.Tensor:
         indices, offsets, values = self._rows(batch)
         n = len(batch)
-        counts = torch.diff(torch.cat([offsets, torch.tensor([len(indices)])]))
-        rows = torch.repeat_interleave(torch.arange(n), counts)
-        target = torch.zeros((n, self.n_items), dtype=self.param_dtype)
-        target[rows, indices] = values.to(self.param_dtype)
-        target = target.to(self.device)
+        counts = torch.diff(offsets, append=torch.tensor([len(indices)]))
+        rows = torch.repeat_interleave(torch.arange(n), counts, output_size=len(indices))
         n_rows, n_idx, n_val = self.add_noise(rows, indices, values, n)
         n_off = torch.searchsorted(n_rows, torch.arange(n))
-        logits = self.encode_decode(n_idx, n_off, n_val)
-        if logits.dtype in LOW_PRECISION:  # the loss itself stays in float32 under autocast
-            logits = logits.float()
-        target = target.to(logits.dtype)
-        if self.config.loss == "multinomial":
-            return -(F.log_softmax(logits, dim=1) * target).sum(dim=1).mean()
-        return F.binary_cross_entropy_with_logits(logits, target)
+        hidden = self.encode(n_idx, n_off, n_val)
+        return self.reconstruction_loss(hidden, rows, indices, values)
+
+    def reconstruction_loss(self, hidden: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                            values: torch.Tensor) -> torch.Tensor:
+        """Mean loss of the output layer's logits for ``hidden`` against the clean target given by
+        its non-zeros ``(rows, cols, values)``; neither the target nor a loss matrix is densified
+        (see :class:`_OutputLayerLoss`)."""
+        out: nn.Linear = self.layers[-1]
+        dev = hidden.device
+        # The logits (and then their gradient) live in one batch × items buffer reused every batch:
+        # allocations above glibc's mmap threshold (32 MiB) would otherwise be page-faulted afresh.
+        n, buffer_dtype = len(hidden), out.weight.dtype
+        buf = getattr(self, "_logit_buffer", None)
+        if buf is None or buf.shape[0] < n or buf.dtype != buffer_dtype or buf.device != dev:
+            buf = self._logit_buffer = torch.empty((n, self.n_items), dtype=buffer_dtype, device=dev)
+        self._logit_generation = getattr(self, "_logit_generation", 0) + 1
+        compute_dtype = self.dtype if self.dtype in LOW_PRECISION and torch.is_autocast_enabled(dev.type) else None
+        return _OutputLayerLoss.apply(hidden.to(buffer_dtype), out.weight, out.bias, rows.to(dev), cols.to(dev),
+                                      values.to(dev, buffer_dtype), self.config.loss, buf[:n], self,
+                                      self._logit_generation, compute_dtype)
 
     # -- scoring ----------------------------------------------------------------------------------
+    def before_evaluation(self) -> None:
+        self._logit_buffer = None  # the training buffer (batch × items) is not needed to score
+
     def score(self, users: torch.Tensor) -> torch.Tensor:
         was_training = self.training
         self.eval()
@@ -171,3 +212,100 @@ class DAE(TrainableRecommender):
                 return self.encode_decode(indices, offsets, values)
         finally:
             self.train(was_training)
+
+
+class _SparseRowsTimesWeight(torch.autograd.Function):
+    """``X @ W`` for a CSR batch ``X`` (indices, row offsets, values) and a dense CPU ``W``.
+
+    The same maths as ``EmbeddingBag(mode="sum", per_sample_weights=values)``; forward and the
+    weight gradient ``Xᵀ @ grad`` both run as scipy CSR products over the batch's non-zeros only."""
+
+    @staticmethod
+    def forward(ctx, weight, indices, offsets, values):  # noqa: D102
+        n = len(offsets)
+        indptr = torch.cat([offsets, torch.tensor([len(indices)], dtype=offsets.dtype)])
+        x = sp.csr_matrix((values.numpy(), indices.numpy(), indptr.numpy()), shape=(n, weight.shape[0]))
+        ctx.x = x
+        return torch.from_numpy(np.ascontiguousarray(x @ weight.detach().numpy()))
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        grad_weight = torch.from_numpy(np.ascontiguousarray(ctx.x.T @ grad.contiguous().numpy()))
+        return grad_weight.to(grad.dtype), None, None, None
+
+
+class _OutputLayerLoss(torch.autograd.Function):
+    """Output layer ``z = h Wᵀ + b`` and the reconstruction loss against a sparse target, fused.
+
+    For a batch of n rows over m items and target x (non-zeros ``values`` at ``(rows, cols)``):
+
+    - multinomial: (1/n) Σ_u [ (Σ_j x_uj) · logsumexp(z_u) − Σ_j x_uj z_uj ] = −(1/n) Σ x · log_softmax(z),
+      dz = (softmax(z_u) · Σ_j x_uj − x_u) / n;
+    - bce: (1/(n m)) Σ [ softplus(z) − x z ] = mean BCE-with-logits, dz = (sigmoid(z) − x) / (n m).
+
+    The only batch × items array is ``buf``: it receives z, is turned in place into exp(z − max) or
+    sigmoid(z), and in backward into dz, which feeds the two weight-gradient products. The target
+    enters through its non-zeros only. ``compute_dtype`` (bfloat16/float16 under autocast) is the
+    precision of the three matrix products; the loss maths stays in ``buf``'s dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, rows, cols, values, kind, buf, owner, generation, compute_dtype):  # noqa: D102
+        with torch.autocast(buf.device.type, enabled=False):
+            return _OutputLayerLoss._forward(ctx, hidden, weight, bias, rows, cols, values, kind, buf, owner,
+                                             generation, compute_dtype)
+
+    @staticmethod
+    def _forward(ctx, hidden, weight, bias, rows, cols, values, kind, buf, owner, generation, compute_dtype):
+        n, m = buf.shape
+        if compute_dtype is None:
+            torch.addmm(bias, hidden, weight.t(), out=buf)
+        else:
+            buf.copy_(torch.addmm(bias.to(compute_dtype), hidden.to(compute_dtype), weight.to(compute_dtype).t()))
+        flat = rows * m + cols
+        picked = (buf.view(-1)[flat] * values).sum()
+        if kind == "multinomial":
+            top = buf.amax(dim=1)
+            mass = torch.zeros(n, dtype=buf.dtype, device=buf.device).index_add_(0, rows, values)
+            total = buf.sub_(top[:, None]).exp_().sum(dim=1)  # buf = exp(z − max): softmax up to 1/total
+            loss = ((mass * (total.log() + top)).sum() - picked) / n
+            ctx.row_scale = mass / total / n  # dz = buf · row_scale − x / n
+        else:
+            # In row blocks, so that no second batch × items array is made; buf keeps sigmoid(z).
+            softplus_sum = sum(F.softplus(block).sum() for block in buf.split(64))
+            buf.sigmoid_()
+            loss = (softplus_sum - picked) / (n * m)
+            ctx.row_scale = None
+        ctx.save_for_backward(hidden, weight, flat, values)
+        ctx.buf, ctx.owner, ctx.generation, ctx.kind, ctx.compute_dtype = buf, owner, generation, kind, compute_dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):  # noqa: D102
+        hidden, weight, flat, values = ctx.saved_tensors
+        if ctx.owner._logit_generation != ctx.generation:
+            raise RuntimeError("the DAE's logit buffer was reused by a later batch before this backward pass")
+        buf = ctx.buf
+        ctx.buf = None
+        n, m = buf.shape
+        with torch.autocast(buf.device.type, enabled=False):
+            if ctx.kind == "multinomial":
+                scale = grad_loss / n
+                grad = buf.mul_((ctx.row_scale * grad_loss)[:, None])
+            else:
+                scale = grad_loss / (n * m)
+                grad = buf.mul_(scale)
+            grad.view(-1).index_add_(0, flat, values * -scale)
+            return _OutputLayerLoss._backward(ctx, grad, hidden, weight)
+
+    @staticmethod
+    def _backward(ctx, grad, hidden, weight):
+        grad_bias = grad.sum(dim=0)
+        if ctx.compute_dtype is not None:
+            low = grad.to(ctx.compute_dtype)
+            grad_hidden = (low @ weight.to(ctx.compute_dtype)).to(hidden.dtype)
+            grad_weight = (low.t() @ hidden.to(ctx.compute_dtype)).to(weight.dtype)
+        else:
+            grad_hidden = grad @ weight
+            grad_weight = grad.t() @ hidden
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None, None, None, None
