@@ -78,7 +78,8 @@ def reference() -> str:
     for name in available():
         schema = get_model_class(name).Config
         rows = [r for r in _rows(schema, "model.") if not r.startswith("| `model.name`")]
-        parts.append(f"##### `model.name: {name}`\n\n{head}\n" + "\n".join(rows))
+        body = f"{head}\n" + "\n".join(rows) if rows else "No hyperparameters."
+        parts.append(f"##### `model.name: {name}`\n\n{body}")
     return "\n\n".join(parts) + "\n"
 
 

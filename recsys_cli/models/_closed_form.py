@@ -470,6 +470,7 @@ class ItemItemRecommender(Recommender):
         sparse = is_sparse(self.W)
         self.fit_info.update(fit_device=str(fit_device), fit_seconds=round(time.perf_counter() - started, 3),
                              stored="sparse" if sparse else "dense",
+                             compute_dtype=str(self._score_dtype()).replace("torch.", ""),
                              nnz=int(self.W.values().numel()) if sparse else self.n_items**2)
         if ctx.timing is not None:
             ctx.timing.figures[f"{self.name}_fit"] = dict(self.fit_info)
