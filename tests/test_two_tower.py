@@ -58,9 +58,10 @@ def test_layers_zero_must_be_even():
         TwoTowerConfig(layers=[9, 4])
 
 
+@pytest.mark.parametrize("layers", [[12, 6, 3], [10, 5, 2, 2]])
 @pytest.mark.parametrize("variant", [1, 2])
-def test_bulk_scores_equal_the_pairwise_forward_pass(variant, monkeypatch):
-    model, _ = _fitted(variant=variant, layers=[12, 6, 3])
+def test_bulk_scores_equal_the_pairwise_forward_pass(variant, layers, monkeypatch):
+    model, _ = _fitted(variant=variant, layers=layers)
     users = torch.tensor([0, 3, 7, 29, 3])
     expected = _pairwise(model, users)
     assert torch.allclose(model.score(users), expected, atol=1e-5)
@@ -94,3 +95,26 @@ def test_training_improves_the_loss_and_checkpoint_round_trip(tmp_path):
     loaded = TwoTower.load(tmp_path / "m", train=train, device=CPU)
     users = torch.arange(30)
     assert torch.equal(loaded.score(users), later.score(users))
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_the_grouped_training_path_equals_the_pairwise_forward_pass(variant):
+    model, train = _fitted(variant=variant, layers=[12, 6, 3], num_negatives=2)
+    model.train()
+    batches = list(model.epoch_batches(train, torch.Generator().manual_seed(4)))
+    assert all(isinstance(b, two_tower.PairBatch) and len(b[0]) == 3 * b.positives for b in batches)
+    users, items, labels = batches[0]
+    n = batches[0].positives
+    assert torch.equal(users, users[:n].repeat(3))  # block j = the positives' j-th negatives
+    grouped = model._grouped_logits(users[:n], items.view(3, n)).reshape(-1)
+    assert torch.allclose(grouped, model(users, items), atol=1e-6)
+    # The loss of a structured batch equals that of the same pairs as a plain tuple, gradients too.
+    losses, grads = [], []
+    for batch in (batches[0], (users, items, labels)):
+        model.zero_grad()
+        loss = model.training_loss(batch)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert torch.allclose(losses[0], losses[1], atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
