@@ -112,6 +112,16 @@ def bench_dae(train: sp.csr_matrix, seed_users: int) -> dict:
             round(eval_users_per_second(model, train.shape[0], min(20_000, train.shape[0])), 1)}
 
 
+def pair_flops(layers: list[int]) -> int:
+    """FLOPs per (user, item) pair of variant-1 scoring once the first Linear is split: the add of
+    the two halves and a ReLU (2·L1), then each later Linear + ReLU (2·in·out + 2·out), then the
+    output Linear (2·Ln)."""
+    flops = 2 * layers[1] if len(layers) > 1 else 0
+    for a, b in zip(layers[1:-1], layers[2:]):
+        flops += 2 * a * b + 2 * b
+    return flops + 2 * layers[-1]
+
+
 def seed_rejection_rate(train: sp.csr_matrix, n_positives: int, k: int = 3) -> float:
     """The seed's sampler: for each interaction, k negatives by Python rejection against a set."""
     coo = train.tocoo()
@@ -146,6 +156,24 @@ def bench_two_tower(train: sp.csr_matrix, config: str, train_nnz: int, seed_user
     trainer.fit(sub)
     samples_per_second = trainer.history[0]["samples_per_second"]
     eval_rate = eval_users_per_second(model, train.shape[0], min(20_000, train.shape[0]))
+    figures = {}
+    if variant == 1:
+        # Variant 1 runs every layer after the first on each (user, item) pair: the FLOPs per user
+        # bound the evaluation rate (docs/training.md).
+        flops_per_pair = pair_flops(model_cfg.get("layers", [64, 32, 16]))
+        figures["two_tower_1_eval_mflop_per_user"] = round(flops_per_pair * train.shape[1] / 1e6, 2)
+        figures["two_tower_1_eval_gflop_per_second"] = round(flops_per_pair * train.shape[1] * eval_rate / 1e9, 1)
+        figures["two_tower_1_gflop_per_second_for_20k_users_per_second"] = round(
+            flops_per_pair * train.shape[1] * 20_000 / 1e9, 1)
+        # The seed's tiny layers, untrained (the scoring cost does not depend on the weights).
+        tiny = TwoTower(TwoTowerConfig(variant=1, layers=[10, 5, 2, 2], init="seed"), device=CPU,
+                        dtype=torch.float32, seed=0)
+        tiny.build_for(train)
+        tiny.finish_training()
+        figures["two_tower_1_seed_layers_eval_users_per_second"] = round(
+            eval_users_per_second(tiny, train.shape[0], min(20_000, train.shape[0])), 1)
+        figures["two_tower_1_seed_layers_eval_mflop_per_user"] = round(
+            pair_flops([10, 5, 2, 2]) * train.shape[1] / 1e6, 3)
     # The seed's scoring: forward(users, item) once per item, in a Python loop.
     users = torch.arange(seed_users)
     t0 = time.perf_counter()
@@ -160,7 +188,7 @@ def bench_two_tower(train: sp.csr_matrix, config: str, train_nnz: int, seed_user
     _, s = timed(lambda: sampler.sample(pos_users.repeat(3), g))
     vec_sampling = 4 * len(pos_users) / s
     seed_sampling = seed_rejection_rate(train, 20_000)
-    return {f"two_tower_{variant}_train_samples_per_second": samples_per_second,
+    return {**figures, f"two_tower_{variant}_train_samples_per_second": samples_per_second,
             f"two_tower_{variant}_eval_users_per_second": round(eval_rate, 1),
             f"seed_loop_{variant}_eval_users_per_second": round(seed_eval, 2),
             f"two_tower_{variant}_eval_ratio": round(eval_rate / seed_eval, 1),
