@@ -105,9 +105,11 @@ class DAE(TrainableRecommender):
 
         On the CPU, EmbeddingBag's backward sorts all the batch's indices and scatters (≈10× the
         cost of the product itself); the gradient is simply rowsᵀ @ grad, which scipy computes
-        directly from the same CSR."""
+        directly from the same CSR. Without a backward pass (scoring) the multithreaded
+        EmbeddingBag forward is the faster one."""
         weight = self.input_layer.weight
-        if self.device.type == "cpu" and weight.dtype in (torch.float32, torch.float64):
+        backward = torch.is_grad_enabled() and weight.requires_grad
+        if backward and self.device.type == "cpu" and weight.dtype in (torch.float32, torch.float64):
             return _SparseRowsTimesWeight.apply(weight, indices, offsets, values.to(weight.dtype))
         dev = self.device
         return self.input_layer(indices.to(dev), offsets.to(dev), per_sample_weights=values.to(dev, weight.dtype))
