@@ -252,7 +252,8 @@ class _OutputLayerLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, rows, cols, values, kind, buf, owner, generation, compute_dtype):  # noqa: D102
+    def forward(ctx, hidden, weight, bias, rows, cols, values, kind, buf, owner, generation,  # noqa: D102
+                compute_dtype):
         with torch.autocast(buf.device.type, enabled=False):
             return _OutputLayerLoss._forward(ctx, hidden, weight, bias, rows, cols, values, kind, buf, owner,
                                              generation, compute_dtype)
