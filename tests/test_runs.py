@@ -89,7 +89,9 @@ def test_a_run_that_raises_midway_is_failed_without_metrics(monkeypatch, runs_di
 
     monkeypatch.setattr(MLPIris, "fit", boom)
     result = runner.invoke(app, ["train", IRIS])
-    assert result.exit_code != 0
+    # an unexpected exception is one line on stderr (not a traceback) and exit code 1
+    assert result.exit_code == 1
+    assert "RuntimeError: simulated crash during fit" in result.stderr and "Traceback" not in result.stderr
     run = (runs_dir / "latest").resolve()
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "failed" and "simulated crash during fit" in status["error"]

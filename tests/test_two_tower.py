@@ -118,3 +118,17 @@ def test_the_grouped_training_path_equals_the_pairwise_forward_pass(variant):
         grads.append([p.grad.clone() for p in model.parameters()])
     assert torch.allclose(losses[0], losses[1], atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_training_with_validation_then_scoring(variant, dtype):
+    # Validation runs under autocast, so the cached item side is half precision; the final scoring
+    # (outside autocast) must still combine it with the float32 user side.
+    train = _train()
+    val = _train(seed=5)
+    model = TwoTower(TwoTowerConfig(variant=variant, layers=[8, 4]), device=CPU, dtype=dtype, seed=2)
+    tc = TrainingConfig(epochs=2, batch_size=64, learning_rate=0.01)
+    model.fit(train, FitContext(device=CPU, dtype=dtype, seed=2, training=tc, validation=val))
+    scores = model.score(torch.arange(30))
+    assert scores.shape == (30, 25) and torch.isfinite(scores).all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,14 @@ def handle_errors(func: F) -> F:
         except RecsysError as exc:
             console.error(exc.one_line())
             raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # an unexpected failure: one line here, the traceback in the run's status.json
+            if os.environ.get("RECSYS_DEBUG"):
+                raise
+            console.error(f"{type(exc).__name__}: {' '.join(str(exc).split())} — this looks like a bug; rerun "
+                          "with RECSYS_DEBUG=1 for the traceback (runs keep it in status.json)")
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             console.error("interrupted (Ctrl-C); nothing half-written was kept")
             raise typer.Exit(2) from None

@@ -216,7 +216,8 @@ class TwoTower(TrainableRecommender):
                 users = users.to(self.device)
                 if self.config.variant == 2:
                     u = self.user_tower(self.user_emb(users)) * self.out.weight[0]
-                    return u @ self._item_cache.t() + self.out.bias
+                    # the cache may come from a validation pass under autocast (half precision)
+                    return u @ self._item_cache.to(u.dtype).t() + self.out.bias
                 return self._score_variant1(users)
         finally:
             self.train(was_training)
