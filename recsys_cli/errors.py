@@ -45,8 +45,3 @@ class RunFailed(RecsysError):
 
     exit_code = 1
 
-
-class NotBuiltYet(RecsysError):
-    """A capability that this version does not provide."""
-
-    exit_code = 3
