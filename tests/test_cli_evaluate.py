@@ -224,17 +224,11 @@ def test_compare_default_metrics_and_errors(fixed_runs, tmp_path, monkeypatch):
 
 def test_end_to_end_run_then_evaluate_then_compare(tmp_path, monkeypatch, runs_dir):
     """`recsys run` on the synthetic data set with TopPop, then re-evaluate from the saved model."""
-    from recsys_cli.models import registry
-
-    if "toppop" not in registry.available():
-        pytest.skip("the toppop model is not built yet")
     args = ["run", str(Path(__file__).resolve().parent.parent / "configs" / "toppop.yaml"),
             "--set", "data.dataset=synthetic", "--set", "data.synthetic.n_users=300",
             "--set", "data.synthetic.n_items=120", "--set", "data.synthetic.n_interactions=4000",
             "--set", "evaluation.cutoffs=[5,10]", "--set", "evaluation.split=test", "--json"]
     first = runner.invoke(app, args)
-    if first.exit_code == 3:
-        pytest.skip(f"a stage of `recsys run` is not built yet: {first.stderr.strip()}")
     assert first.exit_code == 0, first.stderr
     run_dir = Path(json.loads(first.stdout)["run_dir"])
     before = pd.read_csv(run_dir / "metrics.csv")
