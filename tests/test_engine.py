@@ -177,3 +177,13 @@ def test_recsys_run_end_to_end_on_synthetic(config):
     assert 0 <= result.metrics.value("NDCG", 10) <= 1
     assert (result.run_dir / "model" / "model.pt").is_file()
     assert json.loads((result.run_dir / "timing.json").read_text())["best_epoch"] in (1, 2)
+
+
+def test_min_epochs_delays_early_stopping_but_keeps_the_best_epoch():
+    train, _ = _data()
+    # patience 2 would stop after epoch 4 (as above); min_epochs 6 trains through epoch 6
+    script = iter([0.1, 0.3, 0.2, 0.25, 0.22, 0.21, 0.9])
+    model = TwoTower(TwoTowerConfig(layers=[8, 4]), device=CPU, dtype=torch.float32, seed=3)
+    ctx = _ctx(None, epochs=10, early_stopping={"patience": 2, "min_epochs": 6})
+    Trainer(model, ctx, evaluator=lambda *a: next(script)).fit(train)
+    assert model.epochs_trained == 6 and model.best_epoch == 2

@@ -72,6 +72,7 @@ class EarlyStoppingConfig(Section):
     cutoff: int = Field(10, ge=1, description="Cutoff of the validation metric.")
     patience: int = Field(5, ge=1, description="Evaluations without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest increase that counts as an improvement.")
+    min_epochs: int = Field(0, ge=0, description="Never stop early before this many epochs (the LightGCN paper: 250).")
 
 
 class TrainingConfig(Section):

@@ -313,7 +313,8 @@ class Trainer:
                         self.bad_evaluations += 1
                 self.history.append(row)
                 self._epoch_line(row)
-                if validating and self.es.enabled and self.bad_evaluations >= self.es.patience:
+                if (validating and self.es.enabled and self.bad_evaluations >= self.es.patience
+                        and epoch >= self.es.min_epochs):
                     self.stopped_early = True
                 if run_dir is not None:
                     if improved:
