@@ -10,6 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# The process umask, read once at import: os.umask can only be read by setting it, which races with threads.
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str], *, suffix: str | None = None) -> Iterator[Path]:
@@ -25,6 +29,8 @@ def atomic_path(target: str | os.PathLike[str], *, suffix: str | None = None) ->
     )
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates the file 0600; give the result the mode an ordinary open() would have
+    os.chmod(tmp_path, 0o666 & ~UMASK)
     try:
         yield tmp_path
         os.replace(tmp_path, target)

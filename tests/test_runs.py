@@ -166,3 +166,10 @@ def test_installed_script_runs_as_a_real_subprocess(tmp_path):
                          text=True, timeout=300, env=env, cwd=REPO_ROOT)
     assert out.returncode == 0, out.stderr
     assert Path(json.loads(out.stdout)["run_dir"]).is_dir()
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    # mkstemp makes 0600 files; a metrics file or cache manifest must be as readable as open() would make it
+    target = tmp_path / "f.txt"
+    atomic.write_text(target, "x")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~atomic.UMASK

@@ -122,6 +122,11 @@ def test_saved_split_is_reused_and_tampering_is_refused(dataset, data_dir):
     assert first.directory.name.endswith("-holdout-test0.2-val0.2-seed3")
     manifest = json.loads((first.directory / "manifest.json").read_text())
     assert manifest["fingerprint"] == first.fingerprint and manifest["sizes"]["test"] == first.test.nnz
+    # staged in a mkdtemp folder (0700) and mkstemp files (0600), but saved with the usual modes
+    from recsys_cli.atomic import UMASK
+
+    assert first.directory.stat().st_mode & 0o777 == 0o777 & ~UMASK
+    assert (first.directory / "manifest.json").stat().st_mode & 0o777 == 0o666 & ~UMASK
     stamp = (first.directory / "train.npz").stat().st_mtime_ns
     second = get_split(dataset, cfg, seed=3)
     assert second.fingerprint == first.fingerprint and (first.directory / "train.npz").stat().st_mtime_ns == stamp

@@ -70,6 +70,8 @@ def staged_directory(target: Path):
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        # mkdtemp creates the folder 0700; the swapped-in cache or split should be as readable as mkdir's
+        os.chmod(tmp, 0o777 & ~atomic.UMASK)
     except OSError as exc:
         raise write_failure(target, exc) from None
     try:
