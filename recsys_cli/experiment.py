@@ -121,10 +121,26 @@ def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int
         device = resolve_device(config.device.accelerator)
         dtype = resolve_dtype(config.device.dtype, device)
         split_obj = load_split_for_run(run, config)
-        model = model_cls.load(run.path / "model", train=split_obj.train, device=device, dtype=dtype)
+        model = _load_model(model_cls, run.path / "model", train=split_obj.train, device=device, dtype=dtype)
         result = evaluate_model(config, run, model, split_obj, which=split, cutoffs=cutoffs)
         run.write_timing()
     log_path = run.path / "log.txt"
     previous = log_path.read_text(encoding="utf-8") if log_path.exists() else ""
     atomic.write_text(log_path, previous + log.getvalue())
     return RunResult(run.path, "succeeded", result)
+
+
+def _load_model(model_cls, directory: Path, **kwargs):
+    """``model_cls.load``, with damaged or foreign model files reported as one line, not a traceback."""
+    import pickle
+
+    from recsys_cli.errors import DataError
+
+    try:
+        return model_cls.load(directory, **kwargs)
+    except RecsysError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DataError(f"the saved model in {directory} cannot be loaded ({type(exc).__name__}: {reason[:200]})",
+                        hint="its files are damaged or from another version; train the run again") from None

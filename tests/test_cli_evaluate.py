@@ -175,6 +175,16 @@ def test_bad_run_directories_exit_2(fixed_runs, tmp_path):
     assert bad_cutoffs.exit_code == 2 and "comma-separated" in bad_cutoffs.stderr
 
 
+@pytest.mark.parametrize("damaged", ["model.json", "model.pt"])
+def test_damaged_saved_model_is_one_line_exit_2(fixed_runs, damaged):
+    run = fixed_runs()
+    (run / "model" / damaged).write_text("x")
+    result = runner.invoke(app, ["evaluate", str(run)])
+    assert result.exit_code == 2, result.stderr
+    assert "the saved model in" in result.stderr and "cannot be loaded" in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error")] == result.stderr.splitlines()[-1:]
+
+
 def test_compare_builds_a_sorted_leaderboard(fixed_runs, runs_dir, tmp_path, monkeypatch):
     good = fixed_runs("good")
     # negated scores rank the unseen items in reverse: u0 gets [5, 4, 3], u1 gets [1, 3, 5]
