@@ -166,6 +166,10 @@ def test_import_round_trip_and_bad_imports(dataset, data_dir, tmp_path):
     sp.save_npz(folder / "val.npz", made.test)
     with pytest.raises(DataError, match=r"overlap: val.npz and test.npz share \d+ \(user, item\) entries"):
         get_split(dataset, synthetic_config(protocol="import", import_dir=folder), seed=0)
+    sp.save_npz(folder / "val.npz", made.val)
+    sp.save_npz(folder / "test.npz", sp.csr_matrix(made.test.shape))
+    with pytest.raises(DataError, match=r"test.npz holds no interactions"):
+        get_split(dataset, synthetic_config(protocol="import", import_dir=folder), seed=0)
     (folder / "val.npz").unlink()
     (folder / "test.npz").write_bytes(b"junk")
     with pytest.raises(DataError, match="is not a scipy sparse .npz file"):

@@ -248,6 +248,10 @@ def _import_parts(split_cfg, shape: tuple[int, int]) -> tuple[dict[str, sp.csr_m
         m.sum_duplicates()
         m.eliminate_zeros()
         parts[part] = m
+    for part in ("train", "test"):
+        if parts[part].nnz == 0:
+            raise DataError(f"--import part {folder / f'{part}.npz'} holds no interactions",
+                            hint=f"a split needs a non-empty {part} part")
     names = [p for p in PARTS if parts[p] is not None]
     for a_i, a in enumerate(names):
         for b in names[a_i + 1:]:
