@@ -152,6 +152,9 @@ def test_source_and_checksum_options(tmp_path, data_dir):
     ok = runner.invoke(app, ["download", "movielens-10m", "--source", str(local), "--md5", md5(ZIP).upper()])
     assert ok.exit_code == 0, ok.stderr
     assert "instead of GroupLens's checksum" in ok.stderr
+    # a bad --md5 is refused even when the checked cache means no zip would be verified
+    cached = runner.invoke(app, ["download", "movielens-10m", "--source", str(local), "--no-verify", "--md5", "xyz"])
+    assert cached.exit_code == 2 and "is not an MD5 checksum" in cached.stderr
     missing = runner.invoke(app, ["download", "movielens-10m", "--source", str(tmp_path / "nope.zip")])
     assert missing.exit_code == 2 and "neither an existing file nor an http(s) URL" in missing.stderr
 

@@ -52,6 +52,8 @@ def prepare_dataset(name: str, data_dir: Path, *, source: str | None = None, md5
     from recsys_cli.data import cache, download, readers, stats, synthetic
 
     check_name(name)
+    if md5 is not None:  # a bad --md5 is an error even when a checked cache makes it unused
+        download.check_md5(md5)
     data_dir = Path(data_dir)
     if name == SYNTHETIC:
         if synthetic_config is None:

@@ -201,13 +201,19 @@ def _check(path: Path, md5: str, expected: str | None, what: str, *, remove: boo
                              "or pass --md5 HEX / --no-verify if you trust it")
 
 
+def check_md5(md5: str) -> str:
+    """``--md5`` normalised to lower-case hex, or a DataError."""
+    md5 = md5.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{32}", md5):
+        raise DataError(f"--md5 {md5!r} is not an MD5 checksum", hint="give 32 hexadecimal digits")
+    return md5
+
+
 def obtain(spec: DatasetSpec, data_dir: Path, *, source: str | None = None, md5: str | None = None,
            verify: bool = True, force: bool = False) -> FetchResult:
     """The verified zip of ``spec``: a local file, a mirror URL, or GroupLens (kept in data/downloads/)."""
     if md5 is not None:
-        md5 = md5.strip().lower()
-        if not re.fullmatch(r"[0-9a-f]{32}", md5):
-            raise DataError(f"--md5 {md5!r} is not an MD5 checksum", hint="give 32 hexadecimal digits")
+        md5 = check_md5(md5)
         if md5 != spec.md5:
             console.warn(f"verifying {spec.name} against --md5 {md5} instead of GroupLens's checksum {spec.md5}")
     policy = RetryPolicy.from_env()
