@@ -77,21 +77,25 @@ class TrainStatistics:
     @classmethod
     def from_train(cls, train: sp.csr_matrix) -> TrainStatistics:
         train = sp.csr_matrix(train)
+        if not np.all(train.data != 0):  # explicit zeros are not interactions
+            train = train.copy()
+            train.eliminate_zeros()
         n_users, n_items = train.shape
-        nonzero = train.data != 0
-        cols = train.indices[nonzero]
-        rows = np.repeat(np.arange(n_users), np.diff(train.indptr))[nonzero]
+        cols = train.indices
         pop = np.bincount(cols, minlength=n_items).astype(np.float64)
         total = pop.sum()
+        # One pass over the entries: per-user sums of an item statistic are a sparse product of the
+        # binary profile matrix with that statistic, and sums over all entries are pop-weighted sums.
+        binary = sp.csr_matrix((np.ones(cols.size), cols, train.indptr), shape=train.shape)
         with np.errstate(divide="ignore", invalid="ignore"):
             novelty = np.where(pop > 0, -np.log2(pop / total), 0.0)
             pop_norm = pop / pop.max() if n_items else pop
             # AP_train: each train row scored as a list; empty rows add 0 but count in the mean
-            profile_len = np.bincount(rows, minlength=n_users).astype(np.float64)
-            profile_pop = np.bincount(rows, weights=pop_norm[cols], minlength=n_users)
+            profile_len = np.diff(train.indptr).astype(np.float64)
+            profile_pop = binary @ pop_norm
             per_user = np.where(profile_len > 0, profile_pop / np.where(profile_len > 0, profile_len, 1), 0.0)
             ap_train = per_user.sum() / n_users if n_users else np.nan
-            nov_train = (novelty[cols].sum() / n_items) / n_users if n_users and n_items else np.nan
+            nov_train = (pop @ novelty / n_items) / n_users if n_users and n_items else np.nan
         return cls(pop, novelty, pop_norm, n_items, float(ap_train), float(nov_train))
 
 
