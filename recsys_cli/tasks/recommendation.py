@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -17,10 +18,8 @@ def prepare_split(config: Config, run: RunDirectory | None = None):
     """Load (downloading if needed) the data set and make or reuse the configured split."""
     from recsys_cli.data import get_split, load_dataset
 
-    timing = run.timing if run is not None else None
-
-    def phase(name):
-        return timing.phase(name) if timing is not None else _null()
+    def phase(name: str) -> contextlib.AbstractContextManager:
+        return run.timing.phase(name) if run is not None else contextlib.nullcontext()
 
     with phase("data_load"):
         dataset = load_dataset(config.data, seed=config.experiment.seed)
@@ -81,10 +80,3 @@ def evaluate_model(config: Config, run: RunDirectory, model: Recommender, split,
     print_table(result)
     return result
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
