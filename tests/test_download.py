@@ -135,11 +135,30 @@ def test_not_a_zip_and_missing_members(mirror, data_dir, tmp_path):
     mirror.add("/ml-10m.zip", b"<html>not a zip</html>")
     result = runner.invoke(app, ["download", "movielens-10m", "--no-verify"])
     assert result.exit_code == 2 and "is not a zip archive" in result.stderr
+    assert "rerun with --force to download it again" in result.stderr
     assert not (data_dir / "movielens-10m").exists()
     wrong = tmp_path / "wrong.zip"
     wrong.write_bytes(make_zip(ml100k_members()))
     result = runner.invoke(app, ["download", "movielens-10m", "--source", str(wrong), "--no-verify"])
     assert result.exit_code == 2 and "lacks ml-10M100K/ratings.dat" in result.stderr
+    assert not (data_dir / "movielens-10m").exists()
+
+
+def test_local_source_damage_hints_at_the_file_not_force(tmp_path, data_dir):
+    # --force cannot repair a local --source, so its hint must point at the file itself
+    local = tmp_path / "ml-10m.zip"
+    local.write_bytes(b"<html>not a zip</html>")
+    result = runner.invoke(app, ["download", "movielens-10m", "--source", str(local), "--no-verify"])
+    assert result.exit_code == 2 and f"{local} is not a zip archive" in result.stderr
+    assert "--force" not in result.stderr
+    assert f"check {local} or replace it" in " ".join(result.stderr.split())
+    # damage inside a readable local zip gets the same advice
+    members = ml10m_members()
+    members["ml-10M100K/ratings.dat"] = "1::2::x::3\n"
+    local.write_bytes(make_zip(members))
+    result = runner.invoke(app, ["download", "movielens-10m", "--source", str(local), "--no-verify"])
+    assert result.exit_code == 2 and "malformed line" in result.stderr
+    assert "--force" not in result.stderr and f"check {local} or replace it" in " ".join(result.stderr.split())
     assert not (data_dir / "movielens-10m").exists()
 
 

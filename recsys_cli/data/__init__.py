@@ -80,7 +80,7 @@ def prepare_dataset(name: str, data_dir: Path, *, source: str | None = None, md5
             if problem:
                 console.warn(f"processed cache {directory} cannot be used ({problem}); rebuilding it from the zip")
             fetched = download.obtain(spec, data_dir, source=source, md5=md5, verify=verify, force=force)
-            dataset = readers.read_zip(fetched.path, spec)
+            dataset = readers.read_zip(fetched.path, spec, local_source=not download.is_url(fetched.source))
             source_info: dict[str, Any] = {
                 "kind": "zip", "location": fetched.source, "zip": str(fetched.path), "md5": fetched.md5,
                 "expected_md5": fetched.expected_md5, "verified": fetched.verified, "verification": fetched.note,

@@ -50,11 +50,16 @@ class RawData:
 
 # -- zip access -------------------------------------------------------------------------------------
 
+class DamagedZip(DataError):
+    """An unreadable zip or member. The hint says to fetch it again with --force, which only helps for a
+    download: :func:`read_zip` rewrites it for a local ``--source`` file, which --force cannot repair."""
+
+
 def open_zip(path: Path) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        raise DataError(f"{path} is not a zip archive",
+        raise DamagedZip(f"{path} is not a zip archive",
                         hint="pass the zip GroupLens publishes, or rerun with --force to download it again") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}", hint="check the path and its permissions") from None
@@ -78,7 +83,7 @@ def read_member(zf: zipfile.ZipFile, member: str) -> bytes:
     try:
         return zf.read(member)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, ValueError) as exc:
-        raise DataError(f"{zf.filename}: cannot read {member}: {exc}",
+        raise DamagedZip(f"{zf.filename}: cannot read {member}: {exc}",
                         hint="the zip is damaged; download it again with --force") from None
 
 
@@ -102,9 +107,9 @@ def _bad_line(text_lines, member: str, expected: str, sep: str, n_fields: int, k
                 ok = False
         if not ok:
             shown = line if len(line) <= 80 else line[:77] + "..."
-            return DataError(f"{member} line {number}: malformed line {shown!r}, expected {expected}",
+            return DamagedZip(f"{member} line {number}: malformed line {shown!r}, expected {expected}",
                              hint="the file is damaged or not MovieLens data; download it again with --force")
-    return DataError(f"{member}: could not be parsed", hint="the file is damaged; download it again with --force")
+    return DamagedZip(f"{member}: could not be parsed", hint="the file is damaged; download it again with --force")
 
 
 def parse_ratings(raw: bytes, member: str, *, sep: str, header: bool, expected: str) -> tuple[np.ndarray, ...]:
@@ -142,7 +147,7 @@ def _int_ids(values: pd.Series, member: str, line_numbers: np.ndarray, what: str
     bad = parsed.isna().to_numpy()
     if bad.any():
         k = int(np.argmax(bad))
-        raise DataError(f"{member} line {int(line_numbers[k])}: {what} {values.iloc[k]!r} is not an integer id",
+        raise DamagedZip(f"{member} line {int(line_numbers[k])}: {what} {values.iloc[k]!r} is not an integer id",
                         hint="the file is damaged or not MovieLens data; download it again with --force")
     return parsed.to_numpy(dtype=np.int64)
 
@@ -174,12 +179,12 @@ def _read_dat_movies(zf, spec, raw_movies: bytes, member: str, data: RawData) ->
     head = lines.str.split("::", n=1, expand=True)
     if head.shape[1] < 2 or head[1].isna().any():
         k = int(np.argmax(head[1].isna().to_numpy())) if head.shape[1] >= 2 else 0
-        raise DataError(f"{member} line {int(numbers[k])}: malformed line {lines.iloc[k][:80]!r}, "
+        raise DamagedZip(f"{member} line {int(numbers[k])}: malformed line {lines.iloc[k][:80]!r}, "
                         "expected MovieID::Title::Genres", hint="the file is damaged; download it again with --force")
     rest = head[1].str.rsplit("::", n=1, expand=True)
     if rest.shape[1] < 2 or rest[1].isna().any():
         k = int(np.argmax(rest[1].isna().to_numpy())) if rest.shape[1] >= 2 else 0
-        raise DataError(f"{member} line {int(numbers[k])}: malformed line {lines.iloc[k][:80]!r}, "
+        raise DamagedZip(f"{member} line {int(numbers[k])}: malformed line {lines.iloc[k][:80]!r}, "
                         "expected MovieID::Title::Genres", hint="the file is damaged; download it again with --force")
     ids = _int_ids(head[0], member, numbers, "movie id")
     data.movie_ids = ids
@@ -198,7 +203,7 @@ def _read_dat_tags(raw_tags: bytes, member: str, data: RawData) -> None:
     fields = lines.str.split("::", n=3, expand=True)
     if len(lines) and (fields.shape[1] < 3 or fields[2].isna().any()):
         k = int(np.argmax(fields[fields.shape[1] - 1].isna().to_numpy())) if fields.shape[1] >= 3 else 0
-        raise DataError(f"{member} line {int(numbers[k])}: malformed line {lines.iloc[k][:80]!r}, "
+        raise DamagedZip(f"{member} line {int(numbers[k])}: malformed line {lines.iloc[k][:80]!r}, "
                         "expected UserID::MovieID::Tag::Timestamp", hint="the file is damaged; download it again with --force")
     if not len(lines):
         return
@@ -247,7 +252,7 @@ def read_100k(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
     if fields.shape[1] != n_fields or fields.isna().any(axis=None):
         bad = fields.isna().any(axis=1).to_numpy() if fields.shape[1] == n_fields else np.ones(len(lines), bool)
         k = int(np.argmax(bad))
-        raise DataError(f"{items_member} line {int(numbers[k])}: malformed line {lines.iloc[k][:80]!r}, "
+        raise DamagedZip(f"{items_member} line {int(numbers[k])}: malformed line {lines.iloc[k][:80]!r}, "
                         f"expected {n_fields} fields separated by '|'", hint="the file is damaged; download it again with --force")
     ids = _int_ids(fields[0], items_member, numbers, "movie id")
     flags = fields.iloc[:, 5:].to_numpy(dtype=str) == "1"
@@ -270,7 +275,7 @@ def read_csv_layout(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
     try:
         movies = pd.read_csv(io.BytesIO(read_member(zf, movies_member)), dtype=str, keep_default_na=False)
     except (ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{movies_member}: {str(exc).splitlines()[0]}", hint="the file is damaged; download it again with --force") from None
+        raise DamagedZip(f"{movies_member}: {str(exc).splitlines()[0]}", hint="the file is damaged; download it again with --force") from None
     if list(movies.columns[:3]) != ["movieId", "title", "genres"]:
         raise DataError(f"{movies_member}: header is {list(movies.columns)}, expected movieId,title,genres",
                         hint="this is not a MovieLens CSV release")
@@ -283,7 +288,7 @@ def read_csv_layout(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
         try:
             tags = pd.read_csv(io.BytesIO(read_member(zf, tags_member)), dtype=str, keep_default_na=False)
         except (ValueError, pd.errors.ParserError) as exc:
-            raise DataError(f"{tags_member}: {str(exc).splitlines()[0]}", hint="the file is damaged; download it again with --force") from None
+            raise DamagedZip(f"{tags_member}: {str(exc).splitlines()[0]}", hint="the file is damaged; download it again with --force") from None
         if {"movieId", "tag"} - set(tags.columns):
             raise DataError(f"{tags_member}: header is {list(tags.columns)}, expected userId,movieId,tag,timestamp",
                             hint="this is not a MovieLens CSV release")
@@ -371,9 +376,16 @@ def assemble(name: str, spec_course_name: str, data: RawData) -> Dataset:
     )
 
 
-def read_zip(zip_path: Path, spec: DatasetSpec) -> Dataset:
-    """Parse a GroupLens zip of ``spec``'s layout into a Dataset."""
+def read_zip(zip_path: Path, spec: DatasetSpec, *, local_source: bool = False) -> Dataset:
+    """Parse a GroupLens zip of ``spec``'s layout into a Dataset. ``local_source``: the zip is the user's
+    own ``--source`` file, so damage is theirs to fix rather than a reason to download again."""
     console.info(f"{spec.course_name}: Loading original data")
-    with open_zip(zip_path) as zf:
-        data = READERS[spec.layout](zf, spec)
+    try:
+        with open_zip(zip_path) as zf:
+            data = READERS[spec.layout](zf, spec)
+    except DamagedZip as exc:
+        if not local_source:
+            raise
+        raise DataError(exc.message, hint=f"check {zip_path} or replace it with the {spec.name} zip GroupLens "
+                                          f"publishes ({spec.url}), then rerun") from None
     return assemble(spec.name, spec.course_name, data)
