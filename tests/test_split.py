@@ -176,6 +176,28 @@ def test_import_round_trip_and_bad_imports(dataset, data_dir, tmp_path):
         get_split(dataset, synthetic_config(protocol="import", import_dir=folder), seed=0)
 
 
+def test_import_of_a_file_that_is_not_a_sparse_npz_is_one_clear_line(tmp_path, data_dir):
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {dataset: synthetic, synthetic: {n_users: 20, n_items: 10, n_interactions: 100}}\n"
+                      "model: {name: toppop}\n")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    sp.save_npz(folder / "train.npz", sp.eye(20, 10, format="csr"))
+    whole = (folder / "train.npz").read_bytes()
+    dense = tmp_path / "dense.npz"
+    np.savez(dense, x=np.arange(3))
+    not_sparse = {"junk": b"junk", "empty": b"", "truncated zip": whole[: len(whole) // 2],
+                  "dense arrays": dense.read_bytes()}
+    for what, content in not_sparse.items():
+        (folder / "test.npz").write_bytes(content)
+        result = runner.invoke(app, ["split", str(config), "--import", str(folder)])
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2, what
+        assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr, what
+        assert f"{folder / 'test.npz'} is not a scipy sparse .npz file" in message, what
+        assert "scipy.sparse.save_npz" in message and "pickle" not in message, what
+
+
 def test_split_cli_prints_and_reuses(tmp_path, data_dir):
     config = tmp_path / "c.yaml"
     config.write_text("experiment: {seed: 4}\ndata: {dataset: synthetic, synthetic: {n_users: 200, n_items: 100, "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,10 @@ from recsys_cli.errors import DataError
 
 SPLIT_FORMAT = 1
 PARTS = ("train", "val", "test")
+# What scipy.sparse.load_npz raises for a file that is not a save_npz file: junk reads as a pickle
+# (ValueError), an empty file as EOFError, a broken zip as BadZipFile/zlib.error, a dense np.savez as
+# ValueError, a plain .npy as TypeError.
+NOT_SPARSE_NPZ = (ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile, zlib.error)
 
 
 # -- the protocols ------------------------------------------------------------------------------------
@@ -214,7 +220,7 @@ def load_split_dir(directory: Path) -> Split:
     except FileNotFoundError as exc:
         raise DataError(f"the split at {directory} is incomplete: {Path(exc.filename).name} is missing",
                         hint=delete_hint) from None
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, *NOT_SPARSE_NPZ) as exc:
         raise DataError(f"the split at {directory} cannot be read ({type(exc).__name__}: {exc})", hint=delete_hint) from None
     actual = fingerprint(parts["train"], parts["val"], parts["test"])
     if actual != manifest.get("fingerprint"):
@@ -239,8 +245,13 @@ def _import_parts(split_cfg, shape: tuple[int, int]) -> tuple[dict[str, sp.csr_m
                             hint="save each part with scipy.sparse.save_npz as train.npz, test.npz (and val.npz)")
         try:
             m = sp.load_npz(path)
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{path} is not a scipy sparse .npz file ({exc})", hint="save it with scipy.sparse.save_npz") from None
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {exc.strerror or exc}", hint="check the file and its permissions") from None
+        except NOT_SPARSE_NPZ:
+            # numpy's own message (about pickled data and allow_pickle) would send the user the wrong way
+            raise DataError(f"{path} is not a scipy sparse .npz file",
+                            hint=f"it must be a file written by scipy.sparse.save_npz (save_npz('{part}.npz', matrix))"
+                            ) from None
         if m.shape != shape:
             raise DataError(f"{path} has shape {m.shape[0]}×{m.shape[1]}, but the data set is {shape[0]}×{shape[1]}",
                             hint="import parts of the full users × items shape of the configured data set")
