@@ -107,6 +107,26 @@ def test_leave_k_out_latest_takes_each_users_newest_items():
     assert np.all(np.diff(random_split.test.indptr)[np.diff(urm.indptr) > 1] == 1)
 
 
+def test_a_zero_timestamp_or_rating_does_not_break_time_ordered_splits():
+    # user 0 rated items 0..3 at times 0, 30, 10, 20; user 1 rated item 3 with a 0 (a stored zero, dropped)
+    entries = [(0, 0, 4.0, 0), (0, 1, 3.0, 30), (0, 2, 5.0, 10), (0, 3, 2.0, 20),
+               (1, 0, 1.0, 5), (1, 1, 2.0, 6), (1, 2, 3.0, 7), (1, 3, 0.0, 8)]
+    rows, cols, ratings, times = (np.array(c) for c in zip(*entries))
+    urm = sp.csr_matrix((ratings.astype(float), (rows, cols)), shape=(2, 4))
+    ts = sp.csr_matrix((times.astype(float), (rows, cols)), shape=(2, 4))
+    urm.eliminate_zeros()
+    ts.eliminate_zeros()  # as the readers and caches store them: zeros gone
+    assert urm.nnz == 7 and ts.nnz == 7 and (urm != 0).multiply(ts != 0).nnz == 6
+    ds = Dataset("t", urm, ts)
+    split, _ = make_split(ds, SplitConfig(protocol="leave-k-out", k=1, order="latest"), 0)
+    assert as_set(split.test) == {(0, 1, 3.0), (1, 2, 3.0)}  # each user's newest rated item
+    assert as_set(split.val) == {(0, 3, 2.0), (1, 1, 2.0)}
+    assert as_set(split.train) == {(0, 0, 4.0), (0, 2, 5.0), (1, 0, 1.0)}  # the item at time 0 is the oldest
+    split, _ = make_split(ds, SplitConfig(protocol="temporal", test_fraction=2 / 7, val_fraction=0), 0)
+    assert as_set(split.test) == {(0, 1, 3.0), (0, 3, 2.0)}  # the two latest, times 30 and 20
+    assert (0, 0, 4.0) in as_set(split.train)
+
+
 def test_split_is_deterministic_and_seeds_differ(dataset):
     a, _ = make_split(dataset, SplitConfig(), 1)
     b, _ = make_split(dataset, SplitConfig(), 1)
