@@ -197,17 +197,18 @@ class RunDirectory:
 
 
 def write_tidy_metrics(run_path: Path, rows: list[dict[str, Any]], *, title: str) -> None:
-    """metrics.csv (tidy), metrics.json and metrics.md, each atomically; rows share their keys."""
+    """metrics.csv (tidy), metrics.json and metrics.md, replaced together (all or none); rows share their keys."""
     import pandas as pd
 
     frame = pd.DataFrame(rows)
-    with atomic.atomic_path(run_path / "metrics.csv") as tmp:
-        frame.to_csv(tmp, index=False)
-    atomic.write_json(run_path / "metrics.json", rows)
     header = "| " + " | ".join(frame.columns) + " |"
     sep = "|" + "---|" * len(frame.columns)
     body = "\n".join("| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False))
-    atomic.write_text(run_path / "metrics.md", f"# {title}\n\n{header}\n{sep}\n{body}\n")
+    atomic.write_together({
+        run_path / "metrics.csv": frame.to_csv(index=False),
+        run_path / "metrics.json": atomic.json_text(rows),
+        run_path / "metrics.md": f"# {title}\n\n{header}\n{sep}\n{body}\n",
+    })
 
 
 def _fmt(value: Any) -> str:

@@ -111,6 +111,30 @@ def test_evaluate_writes_the_metric_files_and_prints_key_columns(fixed_runs):
     assert "Processed 2 (100.0%)" in (run / "log.txt").read_text()
 
 
+def test_a_failed_metrics_write_leaves_the_previous_files_whole(fixed_runs, monkeypatch):
+    from recsys_cli.evaluation import report
+
+    run = fixed_runs()
+    assert runner.invoke(app, ["evaluate", str(run)]).exit_code == 0
+    names = ("metrics.csv", "metrics.json", "metrics.md")
+    old = {name: (run / name).read_bytes() for name in names}
+    before = sorted(p.name for p in run.iterdir())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("markdown rendering failed")
+
+    working = report.markdown
+    monkeypatch.setattr(report, "markdown", broken)
+    result = runner.invoke(app, ["evaluate", str(run), "--cutoffs", "3"])  # other cutoffs: other contents
+    assert result.exit_code != 0
+    assert {name: (run / name).read_bytes() for name in names} == old  # not a mix of old and new
+    assert sorted(p.name for p in run.iterdir()) == before  # and no temporary files left
+    monkeypatch.setattr(report, "markdown", working)  # (undo() would also undo fixed_runs' patches)
+    again = runner.invoke(app, ["evaluate", str(run), "--cutoffs", "3"])
+    assert again.exit_code == 0, again.stderr
+    assert all((run / name).read_bytes() != old[name] for name in names)
+
+
 def test_evaluate_json_cutoffs_and_val_split(fixed_runs):
     run = fixed_runs()
     result = runner.invoke(app, ["evaluate", str(run), "--cutoffs", "3", "--split", "val", "--json"])

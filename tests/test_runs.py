@@ -42,6 +42,36 @@ def test_atomic_write_replaces_whole_or_nothing(tmp_path):
     assert target.read_text() == "new"
 
 
+def test_tidy_metrics_are_replaced_as_a_set_or_not_at_all(tmp_path, monkeypatch):
+    from recsys_cli import rundir
+
+    rundir.write_tidy_metrics(tmp_path, [{"epoch": 1, "accuracy": 0.5}], title="old")
+    names = ("metrics.csv", "metrics.json", "metrics.md")
+    old = {name: (tmp_path / name).read_bytes() for name in names}
+    assert old["metrics.csv"] == b"epoch,accuracy\n1,0.5\n" and b"| 1 | 0.500000 |" in old["metrics.md"]
+
+    def broken(value):
+        raise RuntimeError("markdown rendering failed")
+
+    monkeypatch.setattr(rundir, "_fmt", broken)
+    with pytest.raises(RuntimeError, match="markdown rendering failed"):
+        rundir.write_tidy_metrics(tmp_path, [{"epoch": 2, "accuracy": 0.75}], title="new")
+    assert {name: (tmp_path / name).read_bytes() for name in names} == old  # the old set, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temporary files left
+
+
+def test_write_together_renames_only_once_every_file_is_written(tmp_path):
+    first, second = tmp_path / "a.txt", tmp_path / "blocked" / "b.txt"
+    first.write_text("old")
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    with pytest.raises(OSError):
+        atomic.write_together({first: "new", second: b"new"})
+    assert first.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "blocked"]
+    atomic.write_together({first: "new", tmp_path / "c.bin": b"\x00\x01"})
+    assert first.read_text() == "new" and (tmp_path / "c.bin").read_bytes() == b"\x00\x01"
+    assert first.stat().st_mode & 0o777 == 0o666 & ~atomic.UMASK
+
+
 def test_mlp_iris_run_directory_is_complete_and_reproducible(runs_dir):
     first = runner.invoke(app, ["train", IRIS, "--json"])
     assert first.exit_code == 0, first.stderr

@@ -1,6 +1,6 @@
 """Metrics files of a run, the on-screen table, and ``--assert`` bounds.
 
-Files (each written atomically): ``metrics.csv`` (tidy: cutoff, metric, value), ``metrics.json``
+Files (written together: all or none replaced): ``metrics.csv`` (tidy: cutoff, metric, value), ``metrics.json``
 (the same rows; NaN/inf become null) and ``metrics.md`` (one column per cutoff). A validation-split
 evaluation writes ``metrics-val.*`` instead, so it never overwrites the test metrics.
 """
@@ -47,10 +47,12 @@ def write_metrics(run_path: str | Path, result, *, split_name: str = "test", tit
     stem = metrics_stem(split_name)
     tidy = pd.DataFrame(result.to_records(), columns=["cutoff", "metric", "value"])
     csv_path = run_path / f"{stem}.csv"
-    with atomic.atomic_path(csv_path) as tmp:
-        tidy.to_csv(tmp, index=False, float_format="%.10g")
-    atomic.write_json(run_path / f"{stem}.json", json_records(result))
-    atomic.write_text(run_path / f"{stem}.md", markdown(result, split_name=split_name, title=title))
+    # rendered in full before any file is touched, so a failure cannot leave old and new files mixed
+    atomic.write_together({
+        csv_path: tidy.to_csv(index=False, float_format="%.10g"),
+        run_path / f"{stem}.json": atomic.json_text(json_records(result)),
+        run_path / f"{stem}.md": markdown(result, split_name=split_name, title=title),
+    })
     return csv_path
 
 
