@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from recsys_cli.evaluation import evaluate  # noqa: E402
+from recsys_cli.models.base import Recommender  # noqa: E402
 
 FULL = dict(users=69_878, items=10_681, train=10_000_000, test=2_000_000)
 QUICK = dict(users=7_000, items=2_000, train=1_000_000, test=200_000)
@@ -69,17 +70,32 @@ def synthetic_split(n_users: int, n_items: int, n_train: int, n_test: int, seed:
     return csr(~is_test), csr(is_test)
 
 
-class LowRank:
-    """score(users) = P[users] @ Q.T with 64 float32 factors: a stand-in for a trained MF model."""
+class LowRank(Recommender):
+    """score(users) = P[users] @ Q.T with 64 float32 factors: a stand-in for a trained MF model.
+
+    A Recommender like every trained model that `recsys evaluate` sees, with fixed random factors.
+    """
+
+    name = "low-rank-benchmark"
 
     def __init__(self, n_users: int, n_items: int, factors: int, device: torch.device, seed: int = 0):
         gen = torch.Generator().manual_seed(seed)
         self.p = torch.randn(n_users, factors, generator=gen).to(device)
         self.q_t = torch.randn(n_items, factors, generator=gen).to(device).T.contiguous()
-        self.device = device
+        self.device, self.dtype = device, torch.float32
+        self.n_users, self.n_items = n_users, n_items
+
+    def fit(self, train: sp.csr_matrix, ctx) -> None:  # the factors are fixed: nothing to learn
+        return None
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
         return self.p[users] @ self.q_t
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"p": self.p, "q_t": self.q_t}
+
+    def load_state(self, state: dict[str, torch.Tensor], train: sp.csr_matrix) -> None:
+        self.p, self.q_t = state["p"], state["q_t"]
 
 
 def per_user_numpy(model: LowRank, train: sp.csr_matrix, test: sp.csr_matrix, users: np.ndarray, k: int) -> dict:

@@ -6,6 +6,7 @@ import math
 from typing import ClassVar, Literal
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -168,9 +169,14 @@ def test_block_size_bounds_every_scorer_call_and_does_not_change_numbers():
 
 
 def test_default_block_size():
-    assert default_block_size(10_681, 69_878) == 1000
-    assert default_block_size(1_000_000, 69_878) == 500  # 5e8 / n_items
+    cuda = torch.device("cuda")  # only its type is read
+    assert default_block_size(10_681, 69_878, cuda) == 1000  # the course's block
+    assert default_block_size(1_000_000, 69_878, cuda) == 500  # 5e8 / n_items
     assert default_block_size(100, 7) == 7
+    # on the CPU a block of float32 scores stays within 24 MiB: 24 * 2**20 // (4 * 10_681) = 589
+    assert default_block_size(10_681, 69_878) == 589
+    assert default_block_size(10_681, 69_878, torch.device("cpu")) == 589
+    assert default_block_size(100_000_000, 5) == 1  # never zero
 
 
 def test_cached_and_expanded_score_tensors_are_left_intact():
@@ -250,3 +256,53 @@ def test_thread_count_is_restored():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_ranking_restores_kept_scores_but_not_fresh_ones():
+    from recsys_cli.evaluation.ranking import rank_block
+
+    scores = torch.tensor([[0.5, 0.9, 0.1, 0.7]], dtype=torch.float64)
+    rows, cols = torch.tensor([0]), torch.tensor([1])  # item 1 is seen
+    items, lengths = rank_block(scores, 2, mask_rows=rows, mask_cols=cols)
+    assert items[0].tolist() == [3, 0] and lengths.tolist() == [2]
+    assert scores[0, 1].item() == 0.9  # restored: the scorer may keep this tensor
+    items, _ = rank_block(scores, 2, mask_rows=rows, mask_cols=cols, restore=False)
+    assert items[0].tolist() == [3, 0]
+    assert scores[0, 1].item() == float("-inf")  # masked in place, not saved
+
+
+def test_a_recommender_and_a_plain_scorer_give_the_same_table():
+    from recsys_cli.models.base import Recommender
+
+    rng = np.random.default_rng(3)
+    train = sp.csr_matrix((rng.random((40, 30)) < 0.2).astype(float))
+    test = sp.csr_matrix(((rng.random((40, 30)) < 0.1) & (train.toarray() == 0)).astype(float) * 4)
+    table_scores = torch.from_numpy(rng.random((40, 30)))
+
+    class Fixed(Recommender):
+        name = "fixed"
+        device, dtype = torch.device("cpu"), torch.float64
+
+        def fit(self, train, ctx):
+            return None
+
+        def score(self, users):
+            return table_scores[users].clone()
+
+        def state(self):
+            return {}
+
+        def load_state(self, state, train):
+            return None
+
+    model = Fixed.__new__(Fixed)
+    as_model = evaluate(model, train, test, [3, 5], progress=False, block_size=7)
+    as_callable = evaluate(lambda users: table_scores[users], train, test, [3, 5], progress=False, block_size=7)
+    pd.testing.assert_frame_equal(as_model.table, as_callable.table)
+
+    # A plain scorer that hands back the very tensor it keeps gets it back unmasked.
+    test_all = test.tolil()
+    test_all[np.arange(40), (np.arange(40) + 1) % 30] = 5.0  # every user has test items: one block of 40
+    kept = table_scores.clone()
+    evaluate(lambda users: kept, train, sp.csr_matrix(test_all), [3], progress=False, block_size=40)
+    assert torch.equal(kept, table_scores)

@@ -91,7 +91,8 @@ class EvaluationConfig(Section):
     cutoffs: list[int] = Field([10], min_length=1, description="Cutoffs of the metric table.")
     split: Literal["val", "test"] = Field("test", description="Which held-out part to evaluate on.")
     user_batch_size: int | None = Field(
-        None, ge=1, description="Users scored per block (default: min(1000, 5e8 / n_items))."
+        None, ge=1, description="Users scored per block (default: min(1000, 5e8 / n_items), on the CPU also at most "
+        "24 MiB of float32 scores)."
     )
     min_ratings_per_user: int = Field(1, ge=1, description="Skip users with fewer ground-truth items.")
     exclude_seen: bool = Field(True, description="Remove each user's training items from the ranking.")

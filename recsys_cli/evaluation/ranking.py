@@ -121,13 +121,15 @@ def rank_block(
     mask_rows: torch.Tensor | None = None,
     mask_cols: torch.Tensor | None = None,
     ignore_items: torch.Tensor | None = None,
+    restore: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Recommendation lists of one block: ``(items (rows × k) long, lengths (rows,) long)``.
 
     ``mask_rows``/``mask_cols`` are the (row-in-block, item) pairs to exclude (seen items) and
     ``ignore_items`` the items excluded for everyone. Positions at or beyond a row's length are
-    padding. ``scores`` is masked in place and restored before returning, so a scorer may return a
-    tensor it keeps (a cache, a parameter); expanded or non-contiguous tensors are copied first.
+    padding. ``scores`` is masked in place and, with ``restore`` (the default), restored before
+    returning, so a scorer may return a tensor it keeps (a cache, a parameter); ``restore=False`` skips
+    saving and restoring for scores nobody else holds. Expanded or non-contiguous tensors are copied first.
     """
     rows, n = scores.shape
     device = scores.device
@@ -145,9 +147,9 @@ def rank_block(
 
     saved = saved_ignore = None
     with one_cpu_thread(device):
-        if has_masks:
+        if has_masks and restore:
             saved = key[mask_rows, mask_cols]
-        if has_ignore:
+        if has_ignore and restore:
             saved_ignore = key[:, ignore_items]
         try:
             if has_masks:

@@ -66,7 +66,11 @@ class Recommender(Model):
 
     @abstractmethod
     def score(self, users: torch.Tensor) -> torch.Tensor:
-        """Scores of shape (len(users), n_items) on ``self.device``; higher is better, -inf excludes."""
+        """Scores of shape (len(users), n_items) on ``self.device``; higher is better, -inf excludes.
+
+        Return a new tensor on every call (not a cache or a view of one): the evaluator masks seen
+        items in it in place.
+        """
 
     # -- persistence ----------------------------------------------------------------------------
     @abstractmethod
