@@ -278,3 +278,26 @@ def test_scoring_placement_rules():
     assert same_device(torch.device("cuda"), torch.device("cuda:0"))
     assert not same_device(torch.device("cuda:1"), torch.device("cuda:0"))
     assert not same_device(CPU, torch.device("cuda"))
+
+
+def test_item_item_models_ask_for_the_course_block_on_the_cpu(monkeypatch):
+    import scipy.sparse as sp_
+
+    from recsys_cli.evaluation import evaluator
+
+    from recsys_cli.evaluation import evaluate
+    from recsys_cli.models.base import FitContext
+    from recsys_cli.models.ease import EASE, EASEConfig
+
+    cpu = torch.device("cpu")
+    train = sp_.random(300, 50, density=0.2, format="csr", random_state=1)
+    model = EASE(EASEConfig(l2_norm=10.0), device=cpu, dtype=torch.float32)
+    model.fit(train, FitContext(device=cpu, dtype=torch.float32, seed=0))
+    assert model.preferred_block_size() == 1000  # min(1000, 5e8 / 50)
+    test = sp_.random(300, 50, density=0.05, format="csr", random_state=2)
+    # shrink the evaluator's CPU cap to 10 users' scores so its default differs from the model's wish
+    monkeypatch.setattr(evaluator, "CPU_SCORE_BLOCK_BYTES", 4 * 50 * 10)
+    res = evaluate(model, train, test, [5], progress=False)
+    assert res.block_size == res.n_users_evaluated > 10  # the course's block, capped at the users evaluated
+    assert evaluate(lambda u: model.score(u), train, test, [5], progress=False).block_size == 10  # plain scorer
+    assert evaluate(model, train, test, [5], progress=False, block_size=7).block_size == 7  # the config wins

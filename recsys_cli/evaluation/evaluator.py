@@ -205,7 +205,10 @@ def evaluate(
     seen.eliminate_zeros()
 
     work_device = torch.device(device) if device is not None else model_device
-    block = int(block_size) if block_size else default_block_size(n_items, len(users), work_device)
+    preferred = model_or_scorer.preferred_block_size() if isinstance(model_or_scorer, Recommender) else None
+    if preferred:
+        preferred = min(preferred, max(len(users), 1))
+    block = int(block_size or preferred or default_block_size(n_items, len(users), work_device))
     if block < 1:
         raise ConfigError(f"evaluation.user_batch_size must be >= 1, got {block}")
 

@@ -442,6 +442,13 @@ class ItemItemRecommender(Recommender):
     display_name: ClassVar[str] = "item-item model"
     topk_by_abs: ClassVar[bool] = False
 
+    def preferred_block_size(self) -> int | None:
+        # Column-tile scoring on the CPU amortises each tile over the block's users: the course's
+        # 1000-user blocks run ~20 % faster than the evaluator's 24 MiB CPU default at ML-10M size.
+        if self.device.type == "cpu" and self.n_items:
+            return max(1, min(1000, int(5e8 / self.n_items)))
+        return None
+
     def __init__(self, config, *, device: torch.device, dtype: torch.dtype, seed: int = 0):
         super().__init__(config, device=device, dtype=dtype, seed=seed)
         self.W: Matrix | None = None

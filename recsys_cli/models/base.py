@@ -72,6 +72,13 @@ class Recommender(Model):
         items in it in place.
         """
 
+    def preferred_block_size(self) -> int | None:
+        """Users per evaluation block this model scores fastest with (None: the evaluator's default).
+
+        ``evaluation.user_batch_size`` still wins when set.
+        """
+        return None
+
     # -- persistence ----------------------------------------------------------------------------
     @abstractmethod
     def state(self) -> dict[str, torch.Tensor]:
