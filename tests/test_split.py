@@ -263,3 +263,14 @@ def test_load_split_for_run_checks_the_fingerprint(dataset, tmp_path):
     (run_dir / "env.json").write_text(json.dumps({"split": {"fingerprint": "0" * 64, "directory": str(split.directory)}}))
     with pytest.raises(DataError, match="is not the one run was trained on"):
         load_split_for_run(_Run(run_dir), Config)
+
+
+def test_a_temporal_split_has_no_seed_in_its_folder_and_serves_every_seed(dataset, data_dir):
+    cfg = synthetic_config(protocol="temporal")
+    first = get_split(dataset, cfg, seed=1)
+    assert first.directory.name.endswith("-temporal-test0.2-val0.2")  # no -seed<N>: the cut ignores the seed
+    stamp = (first.directory / "train.npz").stat().st_mtime_ns
+    second = get_split(dataset, cfg, seed=2)
+    assert second.directory == first.directory and second.fingerprint == first.fingerprint
+    assert (second.directory / "train.npz").stat().st_mtime_ns == stamp  # reused, not written again
+    assert sorted(p.name for p in (data_dir / "splits").iterdir()) == [first.directory.name]

@@ -72,7 +72,8 @@ def split(
     Protocols (data.split.protocol): holdout (the course's global random sample of interactions; with
     data.split.course_compatible=true exactly the course's legacy-RNG split), leave-k-out (k per user,
     random or latest), temporal (global time cut), import. Splits are saved under
-    DATA_DIR/splits/<dataset>-<protocol>-<params>-seed<seed>/ and reused when identical.
+    DATA_DIR/splits/<dataset>-<protocol>-<params>[-seed<seed>]/ (no seed for temporal and import,
+    which do not use it) and reused when identical.
     """
     from recsys_cli.data import get_split, load_dataset
 

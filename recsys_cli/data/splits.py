@@ -198,6 +198,8 @@ def directory_name(dataset_key: str, params: dict[str, Any], seed: int) -> str:
         tag = f"k{params['k']}-{params['order']}-{'val' if params['val'] else 'noval'}"
     else:
         tag = str(params["content"])[:12]
+    if p in ("temporal", "import"):  # the seed plays no part: one folder serves every seed
+        return f"{dataset_key}-{p}-{tag}"
     return f"{dataset_key}-{p}-{tag}-seed{seed}"
 
 
