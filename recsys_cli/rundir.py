@@ -87,7 +87,6 @@ class RunDirectory:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.timing = Timing()
-        self._log = None
 
     # -- creation -------------------------------------------------------------------------------
     @classmethod

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from typer.testing import CliRunner
 
 from recsys_cli.config.schema import EarlyStoppingConfig, TrainingConfig
-from recsys_cli.models._graph import NormalizedAdjacency, normalized_adjacency, propagate
+from recsys_cli.models._graph import NormalizedAdjacency, propagate
 from recsys_cli.models.base import FitContext
 from recsys_cli.models.lightgcn import LightGCN, LightGCNConfig
 from recsys_cli.training import Trainer
@@ -58,6 +58,11 @@ def make_model(train: sp.csr_matrix, dtype=torch.float64, **config) -> LightGCN:
     model = LightGCN(LightGCNConfig(**config), device=CPU, dtype=dtype, seed=3)
     model.build_for(train)
     return model
+
+
+def normalized_adjacency(train, weighting="binary"):
+    """Ã as SciPy CSR, float64, from the structure the model builds on the device."""
+    return NormalizedAdjacency(train, weighting, device=CPU, dtype=torch.float64).to_scipy()
 
 
 @pytest.mark.parametrize("weighting", ["binary", "ratings"])

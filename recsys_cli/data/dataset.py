@@ -42,7 +42,3 @@ class Split:
     fingerprint: str = ""
     directory: Path | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def train_val(self) -> sp.csr_matrix:
-        return self.train if self.val is None else (self.train + self.val).tocsr()

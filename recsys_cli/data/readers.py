@@ -44,7 +44,6 @@ class RawData:
     movie_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     # (item id, feature key, value) triples per ICM, in file order
     icm_entries: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
-    tag_item_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     warnings: list[str] = field(default_factory=list)
 
 
@@ -209,7 +208,6 @@ def _read_dat_tags(raw_tags: bytes, member: str, data: RawData) -> None:
         return
     items = _int_ids(fields[1], member, numbers, "movie id")
     data.icm_entries["ICM_tags"] = _tag_entries(items, fields[2])
-    data.tag_item_ids = items
 
 
 def read_dat(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
@@ -294,7 +292,6 @@ def read_csv_layout(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
                             hint="this is not a MovieLens CSV release")
         items = _int_ids(tags["movieId"], tags_member, np.arange(2, len(tags) + 2), "movie id")
         data.icm_entries["ICM_tags"] = _tag_entries(items, tags["tag"])
-        data.tag_item_ids = items
     return data
 
 

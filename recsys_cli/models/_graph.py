@@ -66,13 +66,6 @@ def interaction_weights(train: sp.csr_matrix, weighting: Weighting) -> tuple[sp.
     return matrix, values * f_user[rows] * f_item[matrix.indices]
 
 
-def normalized_adjacency(train: sp.csr_matrix, weighting: Weighting = "binary") -> sp.csr_matrix:
-    """Ã as a SciPy CSR matrix of shape (U+I, U+I), float64 (for tests and the benchmark baseline)."""
-    matrix, weights = interaction_weights(train, weighting)
-    r = sp.csr_matrix((weights, matrix.indices, matrix.indptr), shape=matrix.shape)
-    return sp.bmat([[None, r], [r.T, None]], format="csr")
-
-
 class NormalizedAdjacency:
     """Ã of a training matrix as CSR tensors on ``device``, with edge dropout and products.
 

@@ -138,13 +138,3 @@ def csr_to_torch(matrix: sp.csr_matrix, *, device: torch.device, dtype: torch.dt
         device=device,
     )
 
-
-def rows_dense(matrix: sp.csr_matrix, rows: np.ndarray, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Dense rows of a CSR matrix as a tensor, densifying only the requested rows."""
-    block = matrix[rows]
-    out = torch.zeros(block.shape, dtype=dtype)
-    coo = block.tocoo()
-    out[torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))] = torch.from_numpy(
-        coo.data
-    ).to(dtype)
-    return out.to(device)

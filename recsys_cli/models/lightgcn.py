@@ -153,9 +153,3 @@ class LightGCN(TrainableRecommender):
             self.finish_training()
         users = users.to(self.device)
         return self._user_final[users] @ self._item_final.T
-
-    def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (users × dim, items × dim) embeddings that scores are dot products of."""
-        if self._user_final is None:
-            self.finish_training()
-        return self._user_final, self._item_final
