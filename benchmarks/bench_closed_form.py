@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,8 @@ import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from recsys_cli.devices import current_rss_bytes, peak_rss_bytes  # noqa: E402  (VmRSS / VmHWM on Linux)
 
 FULL = dict(users=69_878, items=10_681, interactions=8_000_000)
 QUICK = dict(users=8_000, items=2_000, interactions=500_000)
@@ -75,23 +76,6 @@ def synthetic_split(n_users: int, n_items: int, n_interactions: int, seed: int =
 # ---------------------------------------------------------------------------------------------
 # worker: one fit in a fresh process
 # ---------------------------------------------------------------------------------------------
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _rss_now() -> int:
-    return _status_bytes("VmRSS")
-
-
-def _peak_rss() -> int:
-    # VmHWM belongs to this process image; ru_maxrss would carry the parent's peak across fork + exec
-    return _status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def course_recipe(X: sp.csr_matrix) -> np.ndarray:
     """The course's EASE_R_Recommender.fit with its defaults (dense float32 XᵀX, np.linalg.inv)."""
     G = (X.T @ X).toarray()  # X is float32, so G is float32
@@ -114,7 +98,7 @@ def worker(args) -> None:
     if device.type == "cuda":
         torch.zeros(1, device=device)  # create the context outside the timed fit
         torch.cuda.reset_peak_memory_stats(device)
-    loaded = _rss_now()
+    loaded = current_rss_bytes()
     ctx = FitContext(device=device, dtype=torch.float32, seed=0, memory_budget_bytes=available_memory_bytes(device))
     start = time.perf_counter()
     if args.worker == "course":
@@ -132,7 +116,7 @@ def worker(args) -> None:
         model.fit(X, ctx)
         seconds = time.perf_counter() - start
         B = model.dense_W().cpu().numpy() if args.save_matrix else None
-    out = {"seconds": seconds, "rss_loaded": loaded, "peak_rss": _peak_rss()}
+    out = {"seconds": seconds, "rss_loaded": loaded, "peak_rss": peak_rss_bytes()}
     if device.type == "cuda":
         out["cuda_peak"] = int(torch.cuda.max_memory_allocated(device))
     if args.save_matrix and B is not None:

@@ -94,21 +94,34 @@ def configure_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _kib_field(path: str, field: str) -> int | None:
+    """A ``Name:   123 kB`` line of a Linux /proc file, in bytes (None elsewhere or if absent)."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far.
 
     Linux's ``VmHWM`` is preferred: ``ru_maxrss`` survives fork+exec, so a fresh worker process would
     report its parent's peak.
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    hwm = _kib_field("/proc/self/status", "VmHWM")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def current_rss_bytes() -> int | None:
+    """Resident set size of this process now (Linux only)."""
+    return _kib_field("/proc/self/status", "VmRSS")
 
 
 def available_memory_bytes(device: torch.device) -> int:
@@ -116,11 +129,7 @@ def available_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    available = _kib_field("/proc/meminfo", "MemAvailable")
+    if available is not None:
+        return available
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))

@@ -203,3 +203,17 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path):
     target = tmp_path / "f.txt"
     atomic.write_text(target, "x")
     assert target.stat().st_mode & 0o777 == 0o666 & ~atomic.UMASK
+
+
+def test_memory_figures_are_this_process_own():
+    import sys as _sys
+
+    from recsys_cli.devices import current_rss_bytes, peak_rss_bytes
+
+    if not _sys.platform.startswith("linux"):
+        pytest.skip("VmRSS/VmHWM are Linux figures")
+    now, peak = current_rss_bytes(), peak_rss_bytes()
+    assert 0 < now <= peak
+    block = bytearray(64 * 2**20)  # touch 64 MiB: the high-water mark must rise by about that much
+    block[:: 4096] = b"x" * len(block[:: 4096])
+    assert peak_rss_bytes() >= now + 60 * 2**20

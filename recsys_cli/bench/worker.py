@@ -105,39 +105,6 @@ def computed_as(run_dir: Path) -> str | None:
     return str(found).replace("torch.", "") if found else None
 
 
-def _proc_status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def own_peak_rss_bytes() -> int:
-    """Peak RSS of this process image only.
-
-    Linux's ``ru_maxrss`` survives fork + exec: a worker started by a parent that has loaded a
-    data set reports the parent's peak, identical for every dtype. ``VmHWM`` is the high-water mark
-    of the memory map created at exec, so it is the worker's own; other systems fall back to
-    ``ru_maxrss``.
-    """
-    from recsys_cli.devices import peak_rss_bytes
-
-    hwm = _proc_status_kib("VmHWM")
-    return hwm * 1024 if hwm is not None else peak_rss_bytes()
-
-
-def current_rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 class _MPSPeak:
     """MPS has no peak-allocation counter: sample the driver's allocation every 10 ms instead."""
 
@@ -177,7 +144,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
 
     from recsys_cli import experiment
     from recsys_cli.config import load_config
-    from recsys_cli.devices import resolve_device
+    from recsys_cli.devices import current_rss_bytes, peak_rss_bytes, resolve_device
     from recsys_cli.errors import DataError, RunFailed
     from recsys_cli.models.registry import get_model_class
 
@@ -248,7 +215,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             # A repeat that failed after fitting still says how long the fit took (repeats CSV only).
             seconds = json.loads((Path(result["run_dir"]) / "timing.json").read_text())["seconds"]
             result["fit_s"], result["eval_s"] = seconds.get("fit"), seconds.get("evaluate")
-    result["peak_rss_bytes"] = own_peak_rss_bytes()
+    result["peak_rss_bytes"] = peak_rss_bytes()
     if device.type == "cuda":
         result["peak_memory_bytes"], result["memory_kind"] = int(torch.cuda.max_memory_allocated()), "cuda_allocated"
     elif device.type == "mps":
