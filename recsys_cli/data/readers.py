@@ -210,14 +210,20 @@ def _read_dat_tags(raw_tags: bytes, member: str, data: RawData) -> None:
     data.icm_entries["ICM_tags"] = _tag_entries(items, fields[2])
 
 
+def _read_interactions(zf: zipfile.ZipFile, spec: DatasetSpec, member: str, *, sep: str, header: bool,
+                       expected: str) -> RawData:
+    console.info(f"{spec.course_name}: Loading Interactions")
+    users, items, ratings, timestamps = parse_ratings(read_member(zf, member), member, sep=sep, header=header,
+                                                      expected=expected)
+    return RawData(users, items, ratings, timestamps)
+
+
 def read_dat(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
     ratings_member = find_member(zf, spec, "ratings.dat")
     movies_member = find_member(zf, spec, "movies.dat")
     tags_member = find_member(zf, spec, "tags.dat", required=False)
-    console.info(f"{spec.course_name}: Loading Interactions")
-    u, i, r, t = parse_ratings(read_member(zf, ratings_member), ratings_member, sep="::", header=False,
-                               expected="UserID::MovieID::Rating::Timestamp")
-    data = RawData(u, i, r, t)
+    data = _read_interactions(zf, spec, ratings_member, sep="::", header=False,
+                              expected="UserID::MovieID::Rating::Timestamp")
     console.info(f"{spec.course_name}: Loading Item Features Genres")
     _read_dat_movies(zf, spec, read_member(zf, movies_member), movies_member, data)
     if tags_member is not None:
@@ -230,10 +236,8 @@ def read_100k(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
     ratings_member = find_member(zf, spec, "u.data")
     items_member = find_member(zf, spec, "u.item")
     genre_member = find_member(zf, spec, "u.genre", required=False)
-    console.info(f"{spec.course_name}: Loading Interactions")
-    u, i, r, t = parse_ratings(read_member(zf, ratings_member), ratings_member, sep="\t", header=False,
-                               expected="user<TAB>item<TAB>rating<TAB>timestamp")
-    data = RawData(u, i, r, t)
+    data = _read_interactions(zf, spec, ratings_member, sep="\t", header=False,
+                              expected="user<TAB>item<TAB>rating<TAB>timestamp")
     genres = list(ML100K_GENRES)
     if genre_member is not None:
         glines = [g for g in read_member(zf, genre_member).decode("latin-1").splitlines() if g.strip()]
@@ -265,10 +269,8 @@ def read_csv_layout(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
     ratings_member = find_member(zf, spec, "ratings.csv")
     movies_member = find_member(zf, spec, "movies.csv")
     tags_member = find_member(zf, spec, "tags.csv", required=False)
-    console.info(f"{spec.course_name}: Loading Interactions")
-    u, i, r, t = parse_ratings(read_member(zf, ratings_member), ratings_member, sep=",", header=True,
-                               expected="userId,movieId,rating,timestamp")
-    data = RawData(u, i, r, t)
+    data = _read_interactions(zf, spec, ratings_member, sep=",", header=True,
+                              expected="userId,movieId,rating,timestamp")
     console.info(f"{spec.course_name}: Loading Item Features Genres")
     try:
         movies = pd.read_csv(io.BytesIO(read_member(zf, movies_member)), dtype=str, keep_default_na=False)
