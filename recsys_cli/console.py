@@ -74,11 +74,12 @@ def progress_enabled() -> bool:
 
 
 def progress(*, unit: str = "it", transient: bool = True) -> Progress:
-    """A rich progress bar on stderr; disabled (but still usable) when output is quiet."""
+    """A rich progress bar on stderr (``done/total unit``); disabled (but still usable) when output is quiet."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn(unit),
         TaskProgressColumn(),
         TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),

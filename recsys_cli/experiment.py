@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from recsys_cli import atomic, console
 from recsys_cli.config import Config
 from recsys_cli.devices import (
@@ -51,11 +53,7 @@ def train(config: Config, *, evaluate: bool = False, resume: str | Path | None =
         raise RecsysError(str(exc)) from None
     run = _reopen_for_resume(config, resume, model_cls) if resume else RunDirectory.create(config)
     with run.active(device=None):
-        configure_threads(config.device.threads)
-        configure_tf32(config.device.tf32)
-        seed_everything(config.experiment.seed)
-        device = resolve_device(config.device.accelerator)
-        dtype = resolve_dtype(config.device.dtype, device)
+        device, dtype = _runtime(config)
         run.update_env(device=describe_device(device), dtype=config.device.dtype, tf32=config.device.tf32)
         console.info(f"experiment {config.experiment.name}: model {model_cls.name}, seed {config.experiment.seed}")
         resume_from = run.path if resume else None
@@ -82,6 +80,15 @@ def _reopen_for_resume(config: Config, resume: str | Path, model_cls) -> RunDire
                                f"--resume {run.path}")
     run.write_status("running", resumed=True)
     return run
+
+
+def _runtime(config: Config) -> tuple[torch.device, torch.dtype]:
+    """Threads, TF32, seeds, then the device and dtype: the same for training and re-evaluation."""
+    configure_threads(config.device.threads)
+    configure_tf32(config.device.tf32)
+    seed_everything(config.experiment.seed)
+    device = resolve_device(config.device.accelerator)
+    return device, resolve_dtype(config.device.dtype, device)
 
 
 def run(config: Config) -> RunResult:
@@ -117,9 +124,7 @@ def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int
             run.timing.figures[name] = value
 
     with console.capture() as log:
-        seed_everything(config.experiment.seed)
-        device = resolve_device(config.device.accelerator)
-        dtype = resolve_dtype(config.device.dtype, device)
+        device, dtype = _runtime(config)
         split_obj = load_split_for_run(run, config)
         model = _load_model(model_cls, run.path / "model", train=split_obj.train, device=device, dtype=dtype)
         result = evaluate_model(config, run, model, split_obj, which=split, cutoffs=cutoffs)
