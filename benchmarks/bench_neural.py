@@ -39,7 +39,7 @@ from recsys_cli.models.two_tower import TwoTower, TwoTowerConfig  # noqa: E402
 from recsys_cli.training import Trainer  # noqa: E402
 from recsys_cli.training.sampling import NegativeSampler  # noqa: E402
 
-CPU = torch.device("cpu")
+DEVICE = torch.device("cpu")  # --device replaces it
 
 
 def synthetic(n_users: int, n_items: int, nnz: int, seed: int = 0) -> sp.csr_matrix:
@@ -67,14 +67,21 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def eval_users_per_second(model, n_users: int, users: int, block: int = 1000) -> float:
     """Score all items for `users` users in blocks and take each user's top 10."""
     model.eval()
     ids = torch.arange(users) % n_users
+    synchronize()
     t0 = time.perf_counter()
     with torch.no_grad():
         for start in range(0, users, block):
             torch.topk(model.score(ids[start : start + block]), 10, dim=1)
+    synchronize()
     return users / (time.perf_counter() - t0)
 
 
@@ -82,19 +89,19 @@ def bench_dae(train: sp.csr_matrix, seed_users: int) -> dict:
     model_cfg, training = config_section("dae.yaml")
     model_cfg.pop("name", None)
     tc = TrainingConfig(**{**training, "epochs": 1})
-    model = DAE(DAEConfig(**model_cfg), device=CPU, dtype=torch.float32, seed=0)
-    ctx = FitContext(device=CPU, dtype=torch.float32, seed=0, training=tc)
+    model = DAE(DAEConfig(**model_cfg), device=DEVICE, dtype=torch.float32, seed=0)
+    ctx = FitContext(device=DEVICE, dtype=torch.float32, seed=0, training=tc)
     trainer = Trainer(model, ctx)
     _, seconds = timed(lambda: trainer.fit(train))
     epoch_seconds = trainer.history[0]["seconds"]
     users = int((np.diff(train.indptr) > 0).sum())
     # The seed's DAE: dense raw rows through a dense first Linear, batches of 1024 in index order.
-    dense_first = torch.nn.Linear(train.shape[1], model_cfg.get("hidden", [420, 69])[0])
+    dense_first = torch.nn.Linear(train.shape[1], model_cfg.get("hidden", [420, 69])[0]).to(DEVICE)
     opt = torch.optim.Adam([*dense_first.parameters(), *model.parameters()], lr=1e-3)
     sample = np.arange(min(seed_users, train.shape[0]))
     t0 = time.perf_counter()
     for start in range(0, len(sample), 256):
-        rows = torch.from_numpy(train[sample[start : start + 256]].toarray().astype(np.float32))
+        rows = torch.from_numpy(train[sample[start : start + 256]].toarray().astype(np.float32)).to(DEVICE)
         h = torch.relu(dense_first(rows))
         for i, layer in enumerate(model.layers, start=1):
             h = layer(h)
@@ -104,6 +111,7 @@ def bench_dae(train: sp.csr_matrix, seed_users: int) -> dict:
         opt.zero_grad()
         loss.backward()
         opt.step()
+    synchronize()
     seed_rate = len(sample) / (time.perf_counter() - t0)
     ours = users / epoch_seconds
     return {"dae_epoch_seconds": round(epoch_seconds, 2), "dae_users": users,
@@ -151,8 +159,8 @@ def bench_two_tower(train: sp.csr_matrix, config: str, train_nnz: int, seed_user
     coo = train.tocoo()
     keep = np.random.default_rng(1).permutation(coo.nnz)[:train_nnz]
     sub = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=train.shape)
-    model = TwoTower(TwoTowerConfig(**model_cfg), device=CPU, dtype=torch.float32, seed=0)
-    trainer = Trainer(model, FitContext(device=CPU, dtype=torch.float32, seed=0, training=tc))
+    model = TwoTower(TwoTowerConfig(**model_cfg), device=DEVICE, dtype=torch.float32, seed=0)
+    trainer = Trainer(model, FitContext(device=DEVICE, dtype=torch.float32, seed=0, training=tc))
     trainer.fit(sub)
     samples_per_second = trainer.history[0]["samples_per_second"]
     eval_rate = eval_users_per_second(model, train.shape[0], min(20_000, train.shape[0]))
@@ -166,7 +174,7 @@ def bench_two_tower(train: sp.csr_matrix, config: str, train_nnz: int, seed_user
         figures["two_tower_1_gflop_per_second_for_20k_users_per_second"] = round(
             flops_per_pair * train.shape[1] * 20_000 / 1e9, 1)
         # The seed's tiny layers, untrained (the scoring cost does not depend on the weights).
-        tiny = TwoTower(TwoTowerConfig(variant=1, layers=[10, 5, 2, 2], init="seed"), device=CPU,
+        tiny = TwoTower(TwoTowerConfig(variant=1, layers=[10, 5, 2, 2], init="seed"), device=DEVICE,
                         dtype=torch.float32, seed=0)
         tiny.build_for(train)
         tiny.finish_training()
@@ -175,11 +183,12 @@ def bench_two_tower(train: sp.csr_matrix, config: str, train_nnz: int, seed_user
         figures["two_tower_1_seed_layers_eval_mflop_per_user"] = round(
             pair_flops([10, 5, 2, 2]) * train.shape[1] / 1e6, 3)
     # The seed's scoring: forward(users, item) once per item, in a Python loop.
-    users = torch.arange(seed_users)
+    users = torch.arange(seed_users, device=DEVICE)
     t0 = time.perf_counter()
     with torch.no_grad():
         scores = torch.stack([model(users, torch.full_like(users, j)) for j in range(train.shape[1])], dim=1)
         torch.topk(scores, 10, dim=1)
+    synchronize()
     seed_eval = seed_users / (time.perf_counter() - t0)
     # Sampling alone: vectorised sampler vs the seed's per-interaction rejection.
     sampler = NegativeSampler(train)
@@ -203,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     parser.add_argument("--only", choices=["dae", "two-tower"], default=None)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the seed's sampler always runs on the CPU)")
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     scale = 0.1 if args.quick else 1.0
@@ -214,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     train, gen_s = timed(lambda: synthetic(n_users, n_items, nnz))
     print(f"synthetic training matrix: {n_users:,} users × {n_items:,} items, {train.nnz:,} interactions "
           f"({gen_s:.1f} s to make); torch threads {torch.get_num_threads()}", file=sys.stderr)
-    figures: dict = {"n_users": n_users, "n_items": n_items, "train_nnz": int(train.nnz),
+    figures: dict = {"device": str(DEVICE), "n_users": n_users, "n_items": n_items, "train_nnz": int(train.nnz),
                      "torch_threads": torch.get_num_threads()}
     if args.only in (None, "dae"):
         figures.update(bench_dae(train, seed_users=2048 if not args.quick else 512))
