@@ -73,6 +73,19 @@ def test_ties_break_by_lower_item_index():
     assert torch.count_nonzero(zeros) == 0  # the masked entries were restored
 
 
+def test_blocks_where_some_rows_tie_at_the_cut_and_others_do_not_match_a_lexsort():
+    # rows mixing a few distinct values (ties across the cut, many tied items) with continuous
+    # rows (no ties), as a model with dead ReLU units produces; reference: sort by (−score, index)
+    g = torch.Generator().manual_seed(7)
+    scores = torch.rand((40, 300), generator=g)
+    coarse = torch.arange(40) % 3 == 0
+    scores[coarse] = torch.randint(0, 4, (int(coarse.sum()), 300), generator=g).float()
+    for k in (1, 5, 17):
+        items, lengths = rank_block(scores.clone(), k)
+        expected = [np.lexsort((np.arange(300), -row))[:k].tolist() for row in scores.numpy()]
+        assert items.tolist() == expected and lengths.tolist() == [k] * 40
+
+
 def test_ties_inside_the_list_are_ordered_by_index_too():
     # values 3, 3, 2, 3 → the three 3s first in index order, then the 2
     items, _ = rank_block(torch.tensor([[3.0, 3, 2, 3, 1]]), 4)

@@ -20,6 +20,7 @@ values do: only those rows take the slower exact path for special values.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -53,16 +54,31 @@ def _order_candidates(key: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 def _fix_boundary_ties(key: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor, k: int,
                        rows: torch.Tensor) -> torch.Tensor:
-    """For ``rows`` whose K-th value is tied beyond the cut, choose the tied items of lowest index."""
-    sub = key.index_select(0, rows)
-    kth = vals.index_select(0, rows)[:, k - 1 : k]
-    above = sub > kth
-    need = k - above.sum(dim=1, keepdim=True)
-    tied = sub == kth
-    chosen = above | (tied & (tied.cumsum(dim=1) <= need))
-    # exactly k per row, so nonzero() (row-major) reshapes to (rows, k) in ascending item order
-    idx = idx.clone()
-    idx[rows] = chosen.nonzero()[:, 1].view(-1, k)
+    """For ``rows`` whose K-th value is tied beyond the cut, choose the tied items of lowest index.
+
+    Items above the K-th value are all among topk's candidates already; the tied ones are found with
+    one comparison pass and ranked within their row from the row-major order of ``nonzero()`` (no
+    cumulative sum over the whole block: a model with many equal scores, dead ReLU units say, makes
+    every row of a block tie)."""
+    n_rows, n_items = key.shape
+    kth = vals[:, k - 1 : k]
+    above = vals[:, :k] > kth
+    need = k - above.sum(dim=1)
+    # rows that do not spill compare against NaN (equal to nothing): no copy of the block's rows
+    spill = torch.zeros(n_rows, dtype=torch.bool, device=key.device)
+    spill[rows] = True
+    tied_at = (key == kth.masked_fill(~spill[:, None], math.nan)).nonzero()  # (T, 2), ascending per row
+    per_row = torch.bincount(tied_at[:, 0], minlength=n_rows)
+    first = torch.cumsum(per_row, 0) - per_row
+    rank = torch.arange(len(tied_at), device=key.device) - first.index_select(0, tied_at[:, 0])
+    picked = tied_at[rank < need.index_select(0, tied_at[:, 0])]
+    above_at = above[rows].nonzero()
+    row_of = torch.cat([rows.index_select(0, above_at[:, 0]), picked[:, 0]])
+    item_of = torch.cat([idx[rows][above_at[:, 0], above_at[:, 1]], picked[:, 1]])
+    # exactly k per spilling row: sorting by (row, item) lays them out as (rows, k)
+    order = (row_of * n_items + item_of).argsort()
+    idx = idx[:, :k].clone()
+    idx[rows] = item_of.index_select(0, order).view(len(rows), k)
     return idx
 
 
