@@ -103,7 +103,7 @@ def test_lightgcn_propagation_on_cuda_equals_cpu_with_its_gradient():
     out = []
     for d in (CPU, CUDA):
         a = NormalizedAdjacency(train, "binary", device=d, dtype=torch.float32)
-        leaf = x.to(d).requires_grad_()
+        leaf = x.to(d, copy=True).requires_grad_()  # a fresh leaf per device
         y = propagate(leaf, a.full, 3)
         (y * torch.arange(16, device=d)).sum().backward()
         out.append((y.detach().cpu(), leaf.grad.cpu()))
