@@ -58,14 +58,17 @@ def test_layers_zero_must_be_even():
         TwoTowerConfig(layers=[9, 4])
 
 
-@pytest.mark.parametrize("layers", [[12, 6, 3], [10, 5, 2, 2]])
+@pytest.mark.parametrize("layers", [[12, 6, 3], [10, 5, 2, 2], [12, 6]])
 @pytest.mark.parametrize("variant", [1, 2])
 def test_bulk_scores_equal_the_pairwise_forward_pass(variant, layers, monkeypatch):
     model, _ = _fitted(variant=variant, layers=layers)
+    if variant == 1 and len(layers) == 2:  # the max/min kernel needs output weights of both signs
+        assert (model.out.weight > 0).any() and (model.out.weight < 0).any()
     users = torch.tensor([0, 3, 7, 29, 3])
     expected = _pairwise(model, users)
     assert torch.allclose(model.score(users), expected, atol=1e-5)
     monkeypatch.setattr(two_tower, "PAIR_BLOCK_ELEMENTS", 1)  # variant 1 in blocks of one user
+    monkeypatch.setattr(two_tower, "ONE_LAYER_BLOCK_ELEMENTS", 1)
     model._item_cache = None
     assert torch.allclose(model.score(users), expected, atol=1e-5)
 

@@ -41,6 +41,7 @@ from recsys_cli.training.engine import LOW_PRECISION, TrainableRecommender
 from recsys_cli.training.sampling import NegativeSampler
 
 PAIR_BLOCK_ELEMENTS = 1 << 21  # widest activation of a variant-1 scoring block (8 MiB in float32: cache-sized)
+ONE_LAYER_BLOCK_ELEMENTS = 1 << 18  # users × items of a one-hidden-layer scoring block on the CPU (1 MiB)
 
 
 class TwoTowerConfig(ModelConfig):
@@ -232,12 +233,14 @@ class TwoTower(TrainableRecommender):
         dt = item_part.dtype
         user_part = user_part.to(dt)
         out = torch.empty((len(users), n_items), device=self.device, dtype=dt)
+        w_out, b_out = self.out.weight.to(dt), self.out.bias.to(dt)
+        if not hidden:
+            return self._score_one_hidden_layer(user_part, item_part, w_out[0], b_out, out)
         step = max(1, PAIR_BLOCK_ELEMENTS // (n_items * max([width, *(lin.out_features for lin in hidden)])))
         # Every (user, item) pair still runs the layers after the first: ~2·Σ(in·out) FLOPs per pair
         # (docs/training.md). Feature-major blocks (users × features × items) make each layer one
         # batched product with the long item axis innermost, which keeps narrow layers (the seed's
         # 5 → 2 → 2) vectorised; blocks are sized to stay in cache, ReLUs run in place.
-        w_out, b_out = self.out.weight.to(dt), self.out.bias.to(dt)
         for start in range(0, len(users), step):
             h = torch.add(user_part[start : start + step, :, None], item_part[None]).relu_()
             n = len(h)
@@ -250,4 +253,33 @@ class TwoTower(TrainableRecommender):
                 torch.baddbmm(b_out.expand(n, 1, n_items), w_out.expand(n, -1, -1), h, out=target)
             else:
                 target.copy_(torch.bmm(w_out.expand(n, -1, -1).to(h.dtype), h) + b_out)
+        return out
+
+    def _score_one_hidden_layer(self, user_part: torch.Tensor, item_part: torch.Tensor, w: torch.Tensor,
+                                bias: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Scores when the merge Linear feeds the output directly (``layers: [2d, h]``, the default).
+
+        Σ_k w_k·relu(a_k + b_k) = Σ_k w_k·max(b_k, −a_k) + w·a, and w_k·max(x, y) is max(w_k·x, w_k·y)
+        for w_k ≥ 0 and min(w_k·x, w_k·y) for w_k < 0. So each hidden unit costs one elementwise
+        max (or min) against a per-user threshold and one add, where add, ReLU and a one-row product
+        cost three passes and a slow batched GEMV: about 2.5× the users/s on the CPU
+        (docs/training.md). The loop is over the h hidden units, never over users or items."""
+        scaled_items = item_part * w[:, None]  # (h, I): w_k·b_k
+        user_w = user_part * w  # (B, h): w_k·a_k
+        thresholds = user_w.neg()
+        base = user_w.sum(1, keepdim=True) + bias
+        positive = (w >= 0).tolist()
+        n_items = item_part.shape[1]
+        # CPU: blocks of about a megabyte stay in L2 across the h passes; accelerators take the
+        # whole call at once (2h kernel launches).
+        step = max(1, ONE_LAYER_BLOCK_ELEMENTS // n_items) if out.device.type == "cpu" else len(out)
+        tmp = torch.empty((min(step, len(out)), n_items), device=out.device, dtype=out.dtype)
+        for start in range(0, len(out), step):
+            target = out[start : start + step]
+            buf = tmp[: len(target)]
+            target.copy_(base[start : start + step].expand(-1, n_items))
+            for k, pos in enumerate(positive):
+                (torch.maximum if pos else torch.minimum)(scaled_items[k], thresholds[start : start + step, k, None],
+                                                          out=buf)
+                target.add_(buf)
         return out
