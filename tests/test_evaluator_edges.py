@@ -14,7 +14,7 @@ import torch
 from recsys_cli import console
 from recsys_cli.config.schema import ModelConfig
 from recsys_cli.errors import ConfigError, DataError, RunFailed
-from recsys_cli.evaluation import default_block_size, evaluate
+from recsys_cli.evaluation import default_block_size, evaluate, ranking
 from recsys_cli.evaluation.ranking import rank_block
 from recsys_cli.models.base import Recommender
 
@@ -84,6 +84,31 @@ def test_blocks_where_some_rows_tie_at_the_cut_and_others_do_not_match_a_lexsort
         items, lengths = rank_block(scores.clone(), k)
         expected = [np.lexsort((np.arange(300), -row))[:k].tolist() for row in scores.numpy()]
         assert items.tolist() == expected and lengths.tolist() == [k] * 40
+
+
+@pytest.mark.parametrize("kind", ["continuous", "few values", "mostly -inf", "nan and inf"])
+def test_two_stage_cpu_top_values_equal_torch_topk_on_long_rows(kind):
+    g = torch.Generator().manual_seed(3)
+    n = 6 * 1024 + 37  # long enough for the chunked path at kk = 11, with a short last chunk
+    x = torch.randn((9, n), generator=g)
+    if kind == "few values":
+        x = torch.randint(0, 3, (9, n), generator=g).float()
+    elif kind == "mostly -inf":  # fewer than kk finite items in some rows
+        x[:, torch.rand(n, generator=g) < 0.999] = -math.inf
+    elif kind == "nan and inf":
+        x[0, 5], x[2, 7], x[3, n - 1] = math.nan, math.inf, math.nan
+        x[1] = -math.inf
+    vals, idx = ranking.top_values(x, 11)
+    ref_vals, _ = torch.topk(x, 11, dim=1)
+    same = lambda a, b: torch.equal(a.nan_to_num(nan=7e7), b.nan_to_num(nan=7e7))  # noqa: E731
+    assert same(vals, ref_vals) and same(x.gather(1, idx), vals)
+    assert all(len(set(row)) == 11 for row in idx.tolist())  # eleven distinct items per row
+    # and the lists built on it: (−score, index) order, −inf dropped, NaN last
+    items, lengths = rank_block(x.clone(), 10)
+    for row, got, length in zip(x.numpy(), items.tolist(), lengths.tolist()):
+        order = np.lexsort((np.arange(n), -np.nan_to_num(row, nan=-np.inf), np.isnan(row)))[:10]
+        keep = [int(i) for i in order if not np.isinf(row[i])]
+        assert got[:length] == keep
 
 
 def test_ties_inside_the_list_are_ordered_by_index_too():
