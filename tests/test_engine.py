@@ -180,11 +180,17 @@ def test_recsys_run_end_to_end_on_synthetic(config):
 
 
 @pytest.fixture(scope="module")
-def toppop_on_synthetic():
+def toppop_on_synthetic(tmp_path_factory):
     from recsys_cli import experiment
     from recsys_cli.config import load_config
 
-    return experiment.run(load_config(CONFIGS / "toppop.yaml", SHIPPED_ON_SYNTHETIC)).metrics.value("NDCG", 10)
+    # module scope runs before the per-test isolated folders exist: give it its own
+    base = tmp_path_factory.mktemp("toppop")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECSYS_DATA_DIR", str(base / "data"))
+        mp.setenv("RECSYS_RUNS_DIR", str(base / "runs"))
+        mp.setenv("RECSYS_NO_PROGRESS", "1")
+        return experiment.run(load_config(CONFIGS / "toppop.yaml", SHIPPED_ON_SYNTHETIC)).metrics.value("NDCG", 10)
 
 
 SHIPPED_ON_SYNTHETIC = ["data.dataset=synthetic", "device.accelerator=cpu", "evaluation.cutoffs=[10]"]
