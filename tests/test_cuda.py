@@ -140,9 +140,10 @@ def test_each_neural_model_trains_on_cuda_in_each_dtype(name, dtype):
     assert scores.device.type == "cuda" and scores.shape == train.shape and torch.isfinite(scores).all()
 
 
+@pytest.mark.parametrize("layers", [[16, 8, 4], [16, 8]])  # [2d, h]: variant 1's max/min kernel
 @pytest.mark.parametrize("variant", [1, 2])
-def test_two_tower_bulk_scores_on_cuda_equal_the_pairwise_forward_pass(variant):
-    model, _, train = _trained(TwoTower, TwoTowerConfig(variant=variant, layers=[16, 8, 4]), torch.float32, epochs=1)
+def test_two_tower_bulk_scores_on_cuda_equal_the_pairwise_forward_pass(variant, layers):
+    model, _, train = _trained(TwoTower, TwoTowerConfig(variant=variant, layers=layers), torch.float32, epochs=1)
     users = torch.arange(20, device=CUDA)
     with torch.no_grad():
         pairwise = model(users.repeat_interleave(model.n_items), torch.arange(model.n_items, device=CUDA).repeat(20))
