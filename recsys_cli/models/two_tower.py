@@ -190,22 +190,30 @@ class TwoTower(TrainableRecommender):
             item_side = self.item_tower(self.item_emb.weight).index_select(0, flat)
             h = item_side.view(*items.shape, -1) * user_side
         else:
-            first: nn.Linear = self.mlp[0]
-            dim = u.shape[1]
-            user_part = F.linear(u, first.weight[:, :dim], first.bias)  # (P, L1)
-            item_part = F.linear(self.item_emb.weight, first.weight[:, dim:]).index_select(0, flat)
+            user_part = self._user_half(u)  # (P, L1)
+            item_part = self._item_half().index_select(0, flat)
             h = self.mlp[1:](item_part.view(*items.shape, -1) + user_part)
         return self.out(h).squeeze(-1)
 
+    def _user_half(self, user_vectors: torch.Tensor) -> torch.Tensor:
+        """Variant 1's merge Linear on [u; i] is W_u·u + W_i·i + b: this is W_u·u + b, (users × L1)."""
+        first: nn.Linear = self.mlp[0]
+        return F.linear(user_vectors, first.weight[:, : user_vectors.shape[1]], first.bias)
+
+    def _item_half(self) -> torch.Tensor:
+        """W_i·i for every item (items × L1)."""
+        first: nn.Linear = self.mlp[0]
+        items = self.item_emb.weight
+        return F.linear(items, first.weight[:, items.shape[1] :])
+
     # -- scoring ----------------------------------------------------------------------------------
     def before_evaluation(self) -> None:
-        items = self.item_emb.weight
+        # once per trained state: variant 2's item tower; variant 1's item half, feature-major
+        # (L1 × items), the layout its scoring reads
         if self.config.variant == 2:
-            self._item_cache = self.item_tower(items)
-        else:  # the item half of the first Linear, computed once for all items
-            first: nn.Linear = self.mlp[0]
-            dim = items.shape[1]
-            self._item_cache = items @ first.weight[:, dim:].t()
+            self._item_cache = self.item_tower(self.item_emb.weight)
+        else:
+            self._item_cache = self._item_half().t().contiguous()
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
         was_training = self.training
@@ -224,10 +232,8 @@ class TwoTower(TrainableRecommender):
             self.train(was_training)
 
     def _score_variant1(self, users: torch.Tensor) -> torch.Tensor:
-        first: nn.Linear = self.mlp[0]
-        dim = self.user_emb.embedding_dim
-        user_part = self.user_emb(users) @ first.weight[:, :dim].t() + first.bias  # (B, L1)
-        item_part = self._item_cache.t().contiguous()  # (L1, I)
+        user_part = self._user_half(self.user_emb(users))  # (B, L1)
+        item_part = self._item_cache  # (L1, I)
         hidden = [m for m in self.mlp[2:] if isinstance(m, nn.Linear)]  # each followed by a ReLU
         width, n_items = item_part.shape
         dt = item_part.dtype
