@@ -18,7 +18,7 @@ from recsys_cli import atomic, experiment
 from recsys_cli.cli.app import app
 from recsys_cli.config import load_config
 from recsys_cli.devices import resolve_device, resolve_dtype
-from recsys_cli.errors import DeviceError, RunFailed
+from recsys_cli.errors import DeviceError
 from recsys_cli.models.mlp_iris import MLPIris
 
 from .conftest import CONFIGS, REPO_ROOT

@@ -31,7 +31,6 @@ from recsys_cli.models._closed_form import (
     format_bytes,
     gram,
     gram_memory_bytes,
-    numpy_dtype,
     plan_fit_device,
     symmetric_matrix,
     synchronize,
