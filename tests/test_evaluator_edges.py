@@ -90,6 +90,7 @@ def test_blocks_where_some_rows_tie_at_the_cut_and_others_do_not_match_a_lexsort
 def test_two_stage_cpu_top_values_equal_torch_topk_on_long_rows(kind):
     g = torch.Generator().manual_seed(3)
     n = 6 * 1024 + 37  # long enough for the chunked path at kk = 11, with a short last chunk
+    assert n >= 8 * 11 * ranking.TOPK_CHUNK and n % ranking.TOPK_CHUNK  # (top_values' own condition)
     x = torch.randn((9, n), generator=g)
     if kind == "few values":
         x = torch.randint(0, 3, (9, n), generator=g).float()

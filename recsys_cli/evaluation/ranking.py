@@ -84,20 +84,20 @@ def _order_candidates(key: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def _fix_boundary_ties(key: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor, k: int,
-                       rows: torch.Tensor) -> torch.Tensor:
-    """For ``rows`` whose K-th value is tied beyond the cut, choose the tied items of lowest index.
+                       spill: torch.Tensor) -> torch.Tensor:
+    """For the rows where ``spill`` is set (their K-th value is tied beyond the cut), choose the tied
+    items of lowest index.
 
     Items above the K-th value are all among topk's candidates already; the tied ones are found with
     one comparison pass and ranked within their row from the row-major order of ``nonzero()`` (no
     cumulative sum over the whole block: a model with many equal scores, dead ReLU units say, makes
     every row of a block tie)."""
     n_rows, n_items = key.shape
+    rows = spill.nonzero().squeeze(1)
     kth = vals[:, k - 1 : k]
     above = vals[:, :k] > kth
     need = k - above.sum(dim=1)
     # rows that do not spill compare against NaN (equal to nothing): no copy of the block's rows
-    spill = torch.zeros(n_rows, dtype=torch.bool, device=key.device)
-    spill[rows] = True
     tied_at = (key == kth.masked_fill(~spill[:, None], math.nan)).nonzero()  # (T, 2), ascending per row
     per_row = torch.bincount(tied_at[:, 0], minlength=n_rows)
     first = torch.cumsum(per_row, 0) - per_row
@@ -130,7 +130,7 @@ def _select(key, vals, idx, k, skip):
         if skip is not None:
             spill &= ~skip
         if bool(spill.any()):
-            idx = _fix_boundary_ties(key, vals, idx, k, spill.nonzero().squeeze(1))
+            idx = _fix_boundary_ties(key, vals, idx, k, spill)
     return _order_candidates(key, idx)
 
 
