@@ -53,6 +53,9 @@ class DamagedZip(DataError):
     """An unreadable zip or member. The hint says to fetch it again with --force, which only helps for a
     download: :func:`read_zip` rewrites it for a local ``--source`` file, which --force cannot repair."""
 
+    def __init__(self, message: str, *, hint: str = "the file is damaged; download it again with --force"):
+        super().__init__(message, hint=hint)
+
 
 def open_zip(path: Path) -> zipfile.ZipFile:
     try:
@@ -108,7 +111,7 @@ def _bad_line(text_lines, member: str, expected: str, sep: str, n_fields: int, k
             shown = line if len(line) <= 80 else line[:77] + "..."
             return DamagedZip(f"{member} line {number}: malformed line {shown!r}, expected {expected}",
                              hint="the file is damaged or not MovieLens data; download it again with --force")
-    return DamagedZip(f"{member}: could not be parsed", hint="the file is damaged; download it again with --force")
+    return DamagedZip(f"{member}: could not be parsed")
 
 
 def parse_ratings(raw: bytes, member: str, *, sep: str, header: bool, expected: str) -> tuple[np.ndarray, ...]:
@@ -179,12 +182,12 @@ def _read_dat_movies(zf, spec, raw_movies: bytes, member: str, data: RawData) ->
     if head.shape[1] < 2 or head[1].isna().any():
         k = int(np.argmax(head[1].isna().to_numpy())) if head.shape[1] >= 2 else 0
         raise DamagedZip(f"{member} line {int(numbers[k])}: malformed line {lines.iloc[k][:80]!r}, "
-                        "expected MovieID::Title::Genres", hint="the file is damaged; download it again with --force")
+                        "expected MovieID::Title::Genres")
     rest = head[1].str.rsplit("::", n=1, expand=True)
     if rest.shape[1] < 2 or rest[1].isna().any():
         k = int(np.argmax(rest[1].isna().to_numpy())) if rest.shape[1] >= 2 else 0
         raise DamagedZip(f"{member} line {int(numbers[k])}: malformed line {lines.iloc[k][:80]!r}, "
-                        "expected MovieID::Title::Genres", hint="the file is damaged; download it again with --force")
+                        "expected MovieID::Title::Genres")
     ids = _int_ids(head[0], member, numbers, "movie id")
     data.movie_ids = ids
     data.icm_entries["ICM_genres"] = _genre_entries(ids, rest[1])
@@ -203,7 +206,7 @@ def _read_dat_tags(raw_tags: bytes, member: str, data: RawData) -> None:
     if len(lines) and (fields.shape[1] < 3 or fields[2].isna().any()):
         k = int(np.argmax(fields[fields.shape[1] - 1].isna().to_numpy())) if fields.shape[1] >= 3 else 0
         raise DamagedZip(f"{member} line {int(numbers[k])}: malformed line {lines.iloc[k][:80]!r}, "
-                        "expected UserID::MovieID::Tag::Timestamp", hint="the file is damaged; download it again with --force")
+                        "expected UserID::MovieID::Tag::Timestamp")
     if not len(lines):
         return
     items = _int_ids(fields[1], member, numbers, "movie id")
@@ -255,7 +258,7 @@ def read_100k(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
         bad = fields.isna().any(axis=1).to_numpy() if fields.shape[1] == n_fields else np.ones(len(lines), bool)
         k = int(np.argmax(bad))
         raise DamagedZip(f"{items_member} line {int(numbers[k])}: malformed line {lines.iloc[k][:80]!r}, "
-                        f"expected {n_fields} fields separated by '|'", hint="the file is damaged; download it again with --force")
+                        f"expected {n_fields} fields separated by '|'")
     ids = _int_ids(fields[0], items_member, numbers, "movie id")
     flags = fields.iloc[:, 5:].to_numpy(dtype=str) == "1"
     rows, cols = np.nonzero(flags)  # row-major: each movie's genres in u.genre order
@@ -275,7 +278,7 @@ def read_csv_layout(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
     try:
         movies = pd.read_csv(io.BytesIO(read_member(zf, movies_member)), dtype=str, keep_default_na=False)
     except (ValueError, pd.errors.ParserError) as exc:
-        raise DamagedZip(f"{movies_member}: {str(exc).splitlines()[0]}", hint="the file is damaged; download it again with --force") from None
+        raise DamagedZip(f"{movies_member}: {str(exc).splitlines()[0]}") from None
     if list(movies.columns[:3]) != ["movieId", "title", "genres"]:
         raise DataError(f"{movies_member}: header is {list(movies.columns)}, expected movieId,title,genres",
                         hint="this is not a MovieLens CSV release")
@@ -288,7 +291,7 @@ def read_csv_layout(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
         try:
             tags = pd.read_csv(io.BytesIO(read_member(zf, tags_member)), dtype=str, keep_default_na=False)
         except (ValueError, pd.errors.ParserError) as exc:
-            raise DamagedZip(f"{tags_member}: {str(exc).splitlines()[0]}", hint="the file is damaged; download it again with --force") from None
+            raise DamagedZip(f"{tags_member}: {str(exc).splitlines()[0]}") from None
         if {"movieId", "tag"} - set(tags.columns):
             raise DataError(f"{tags_member}: header is {list(tags.columns)}, expected userId,movieId,tag,timestamp",
                             hint="this is not a MovieLens CSV release")
