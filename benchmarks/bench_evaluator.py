@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from recsys_cli.evaluation import evaluate  # noqa: E402
 from recsys_cli.models.base import Recommender  # noqa: E402
+from zipf import keys_to_csr, zipf_keys  # noqa: E402  (benchmarks/zipf.py, beside this script)
 
 FULL = dict(users=69_878, items=10_681, train=10_000_000, test=2_000_000)
 QUICK = dict(users=7_000, items=2_000, train=1_000_000, test=200_000)
@@ -44,30 +45,12 @@ PER_USER = ("PRECISION", "PRECISION_RECALL_MIN_DEN", "RECALL", "MAP", "MAP_MIN_D
 def synthetic_split(n_users: int, n_items: int, n_train: int, n_test: int, seed: int = 0):
     """Train and test CSR matrices with disjoint entries, Zipf-like activity and popularity."""
     rng = np.random.default_rng(seed)
-    total = n_train + n_test
-    user_cdf = np.cumsum(1.0 / np.arange(1, n_users + 1) ** 0.5)
-    item_cdf = np.cumsum(1.0 / np.arange(1, n_items + 1) ** 0.8)
-    if total > 0.9 * n_users * n_items:
-        raise SystemExit(f"{total:,} interactions do not fit a {n_users:,} × {n_items:,} matrix")
-    draws = int(total * 1.3)
-    while True:
-        u = np.searchsorted(user_cdf, rng.random(draws) * user_cdf[-1])
-        i = np.searchsorted(item_cdf, rng.random(draws) * item_cdf[-1])
-        keys = np.unique(u.astype(np.int64) * n_items + i)  # sorted, distinct (user, item) pairs
-        if keys.size >= total:
-            break
-        draws = int(draws * 1.5)  # popular pairs repeat: draw more until there are enough distinct ones
-    keys = keys[np.sort(rng.permutation(keys.size)[:total])]
+    keys = zipf_keys(n_users, n_items, n_train + n_test, user_exponent=0.5, item_exponent=0.8, rng=rng)
     is_test = np.zeros(keys.size, dtype=bool)
     is_test[rng.permutation(keys.size)[:n_test]] = True
     ratings = rng.integers(1, 11, size=keys.size) / 2.0
-
-    def csr(mask):
-        part = keys[mask]
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(part // n_items, minlength=n_users))])
-        return sp.csr_matrix((ratings[mask], (part % n_items).astype(np.int32), indptr), shape=(n_users, n_items))
-
-    return csr(~is_test), csr(is_test)
+    shape = (n_users, n_items)
+    return keys_to_csr(keys[~is_test], shape, ratings[~is_test]), keys_to_csr(keys[is_test], shape, ratings[is_test])
 
 
 class LowRank(Recommender):

@@ -37,6 +37,7 @@ from recsys_cli.devices import peak_rss_bytes, resolve_device
 from recsys_cli.models.base import FitContext
 from recsys_cli.models.lightgcn import LightGCN, LightGCNConfig
 from recsys_cli.training import Trainer
+from zipf import keys_to_csr, zipf_keys  # benchmarks/zipf.py, beside this script
 
 ML1M = (6040, 3706, 640_000)
 ML10M = (69_878, 10_677, 6_400_034)
@@ -45,17 +46,8 @@ ML10M = (69_878, 10_677, 6_400_034)
 def synthetic(n_users: int, n_items: int, nnz: int, seed: int = 0) -> sp.csr_matrix:
     """Distinct (user, item) pairs with Zipf-like activity and popularity (exponents 0.7 and 0.9)."""
     rng = np.random.default_rng(seed)
-    p_user = 1.0 / np.arange(1, n_users + 1) ** 0.7
-    p_item = 1.0 / np.arange(1, n_items + 1) ** 0.9
-    p_user, p_item = rng.permutation(p_user / p_user.sum()), rng.permutation(p_item / p_item.sum())
-    keys = np.empty(0, dtype=np.int64)
-    draw = int(nnz * 1.5)
-    while len(keys) < nnz:
-        new = rng.choice(n_users, draw, p=p_user).astype(np.int64) * n_items + rng.choice(n_items, draw, p=p_item)
-        keys = np.unique(np.concatenate([keys, new]))
-        draw *= 2
-    keys = rng.permutation(keys)[:nnz]
-    return sp.csr_matrix((np.ones(nnz), (keys // n_items, keys % n_items)), shape=(n_users, n_items))
+    keys = zipf_keys(n_users, n_items, nnz, user_exponent=0.7, item_exponent=0.9, rng=rng, shuffle_ids=True)
+    return keys_to_csr(keys, (n_users, n_items))
 
 
 # -- the straightforward implementation -----------------------------------------------------------

@@ -6,7 +6,8 @@
 Figures (targets from issue 6, on the project's 2-core CPU):
 - DAE: seconds for one epoch over all users with the default architecture (≤ 30 s);
 - two-tower (variants 1 and 2, configs/two-tower-{1,2}.yaml): training samples/s (≥ 500,000) and
-  evaluation users/s (≥ 20,000; scoring all items and taking the top 10 per user);
+  evaluation users/s (≥ 20,000; scoring all items and taking the top 10 per user, in the evaluator's
+  blocks), and the whole evaluator's users/s (27 columns, seen items masked);
 - the seed's approach measured in the same run on a small sample: per-item Python scoring loop
   (users/s), per-interaction rejection sampling in Python (samples/s), the DAE with dense input rows
   (users/s), and the ratios.
@@ -40,22 +41,16 @@ from recsys_cli.models.dae import DAE, DAEConfig  # noqa: E402
 from recsys_cli.models.two_tower import TwoTower, TwoTowerConfig  # noqa: E402
 from recsys_cli.training import Trainer  # noqa: E402
 from recsys_cli.training.sampling import NegativeSampler  # noqa: E402
+from zipf import keys_to_csr, zipf_keys  # noqa: E402  (benchmarks/zipf.py, beside this script)
 
 DEVICE = torch.device("cpu")  # --device replaces it
 
 
 def synthetic(n_users: int, n_items: int, nnz: int, seed: int = 0) -> sp.csr_matrix:
+    """A binary training matrix with Zipf-like activity (exponent 0.6) and popularity (0.9)."""
     rng = np.random.default_rng(seed)
-    user_w = 1.0 / np.arange(1, n_users + 1) ** 0.6
-    item_w = 1.0 / np.arange(1, n_items + 1) ** 0.9
-    draws = int(nnz * 1.15)
-    u = rng.choice(n_users, size=draws, p=user_w / user_w.sum())
-    i = rng.choice(n_items, size=draws, p=item_w / item_w.sum())
-    keys = np.unique(u.astype(np.int64) * n_items + i)[:nnz]
-    rng.shuffle(keys)
-    keys = np.sort(keys[:nnz])
-    m = sp.csr_matrix((np.ones(len(keys)), (keys // n_items, keys % n_items)), shape=(n_users, n_items))
-    return m
+    keys = zipf_keys(n_users, n_items, nnz, user_exponent=0.6, item_exponent=0.9, rng=rng)
+    return keys_to_csr(keys, (n_users, n_items))
 
 
 def config_section(name: str) -> tuple[dict, dict]:
@@ -173,8 +168,8 @@ def bench_two_tower(train: sp.csr_matrix, config: str, train_nnz: int, seed_user
     evaluator_rate = evaluate(model, train, truth, [10], progress=False).users_per_second
     figures = {f"two_tower_{variant}_evaluator_users_per_second": round(evaluator_rate, 1)}
     if variant == 1:
-        # Variant 1 runs every layer after the first on each (user, item) pair: the FLOPs per user
-        # bound the evaluation rate (docs/training.md).
+        # Variant 1 runs the layers after the merge on each (user, item) pair: their FLOPs per user
+        # set its evaluation cost (docs/training.md, "Variant 1's evaluation cost").
         flops_per_pair = pair_flops(model_cfg.get("layers", [64, 32, 16]))
         figures["two_tower_1_eval_mflop_per_user"] = round(flops_per_pair * train.shape[1] / 1e6, 2)
         figures["two_tower_1_eval_gflop_per_second"] = round(flops_per_pair * train.shape[1] * eval_rate / 1e9, 1)
