@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from recsys_cli.config.schema import TrainingConfig  # noqa: E402
 from recsys_cli.evaluation import evaluate  # noqa: E402
-from recsys_cli.evaluation.evaluator import default_block_size  # noqa: E402
+from recsys_cli.evaluation.evaluator import block_size_for  # noqa: E402
 from recsys_cli.models.base import FitContext  # noqa: E402
 from recsys_cli.models.dae import DAE, DAEConfig  # noqa: E402
 from recsys_cli.models.two_tower import TwoTower, TwoTowerConfig  # noqa: E402
@@ -72,7 +72,7 @@ def synchronize() -> None:
 def eval_users_per_second(model, n_users: int, users: int) -> float:
     """Score all items for `users` users in the evaluator's blocks and take each user's top 10."""
     model.eval()
-    block = model.preferred_block_size() or default_block_size(model.n_items, users, DEVICE)
+    block = block_size_for(model, model.n_items, users, DEVICE)
     ids = torch.arange(users) % n_users
     synchronize()
     t0 = time.perf_counter()

@@ -92,6 +92,15 @@ def default_block_size(n_items: int, n_users: int, device: torch.device | None =
     return max(1, block)
 
 
+def block_size_for(model_or_scorer: Any, n_items: int, n_users: int, device: torch.device | None) -> int:
+    """Users per block when ``evaluation.user_batch_size`` is not set: the model's preferred block
+    (:meth:`Recommender.preferred_block_size`), else :func:`default_block_size`."""
+    preferred = model_or_scorer.preferred_block_size() if isinstance(model_or_scorer, Recommender) else None
+    if preferred:
+        return min(preferred, max(n_users, 1))
+    return default_block_size(n_items, n_users, device)
+
+
 def _unit(seconds: float) -> tuple[float, str]:
     value, unit = seconds, "sec"
     for factor, name in ((60, "min"), (60, "hour"), (24, "day"), (365, "year")):
@@ -205,10 +214,7 @@ def evaluate(
     seen.eliminate_zeros()
 
     work_device = torch.device(device) if device is not None else model_device
-    preferred = model_or_scorer.preferred_block_size() if isinstance(model_or_scorer, Recommender) else None
-    if preferred:
-        preferred = min(preferred, max(len(users), 1))
-    block = int(block_size or preferred or default_block_size(n_items, len(users), work_device))
+    block = int(block_size or block_size_for(model_or_scorer, n_items, len(users), work_device))
     if block < 1:
         raise ConfigError(f"evaluation.user_batch_size must be >= 1, got {block}")
 
