@@ -21,6 +21,7 @@ from recsys_cli.models.ease import EASE, EASEConfig
 from recsys_cli.models.gfcf import GFCF, GFCFConfig
 from recsys_cli.models.lightgcn import LightGCN, LightGCNConfig
 from recsys_cli.models.two_tower import TwoTower, TwoTowerConfig
+from recsys_cli.training import Trainer
 
 from .conftest import CONFIGS
 
@@ -116,8 +117,6 @@ def _trained(cls, config, dtype, epochs=4, batch_size=256, lr=1e-2, **ctx):
     model = cls(config, device=CUDA, dtype=dtype, seed=0)
     tc = TrainingConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr,
                         early_stopping=EarlyStoppingConfig(enabled=False))
-    from recsys_cli.training import Trainer
-
     trainer = Trainer(model, FitContext(device=CUDA, dtype=dtype, seed=0, training=tc, validation=val, **ctx))
     trainer.fit(train)
     return model, trainer, train
