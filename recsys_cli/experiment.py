@@ -45,8 +45,13 @@ def _task(name: str):
     return recommendation
 
 
-def train(config: Config, *, evaluate: bool = False, resume: str | Path | None = None) -> RunResult:
-    """Create a run directory, then split (if needed), fit and save the model; optionally evaluate."""
+def train(config: Config, *, evaluate: bool = False, resume: str | Path | None = None,
+          hooks: list | None = None) -> RunResult:
+    """Create a run directory, then split (if needed), fit and save the model; optionally evaluate.
+
+    ``hooks`` (:class:`recsys_cli.training.hooks.TrainingHook`) see each epoch's values and each
+    validation value of a trainable model, and may stop its fit.
+    """
     try:
         model_cls = get_model_class(config.model.name)
     except ValueError as exc:
@@ -61,7 +66,8 @@ def train(config: Config, *, evaluate: bool = False, resume: str | Path | None =
         if model_cls.task == "classification":
             metrics = task.train(config, run, model_cls, device, dtype, evaluate=True)
         else:
-            metrics = task.train(config, run, model_cls, device, dtype, evaluate=evaluate, resume_from=resume_from)
+            metrics = task.train(config, run, model_cls, device, dtype, evaluate=evaluate, resume_from=resume_from,
+                                 hooks=hooks)
     return RunResult(run.path, "succeeded", metrics)
 
 
@@ -91,9 +97,9 @@ def _runtime(config: Config) -> tuple[torch.device, torch.dtype]:
     return device, resolve_dtype(config.device.dtype, device)
 
 
-def run(config: Config) -> RunResult:
+def run(config: Config, *, hooks: list | None = None) -> RunResult:
     """The everyday command: split (if needed), train and evaluate in one go."""
-    return train(config, evaluate=True)
+    return train(config, evaluate=True, hooks=hooks)
 
 
 def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int] | None = None,

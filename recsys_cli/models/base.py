@@ -37,6 +37,7 @@ class FitContext:
     resume_from: Path | None = None  # a run directory whose last checkpoint to continue from
     memory_budget_bytes: int | None = None  # cap from device.memory_budget_gb, else the device's free memory
     timing: Any = None  # recsys_cli.timing.Timing of the run, for throughput figures
+    hooks: list[Any] = field(default_factory=list)  # recsys_cli.training.hooks.TrainingHook instances
 
 
 class Model(ABC):

@@ -37,13 +37,14 @@ def memory_budget(config: Config, device: torch.device) -> int:
 
 
 def train(config: Config, run: RunDirectory, model_cls: type[Recommender], device: torch.device,
-          dtype: torch.dtype, *, evaluate: bool = True, resume_from: Path | None = None):
+          dtype: torch.dtype, *, evaluate: bool = True, resume_from: Path | None = None,
+          hooks: list | None = None):
     _dataset, split = prepare_split(config, run)
     model = model_cls(config.model, device=device, dtype=dtype, seed=config.experiment.seed)
     ctx = FitContext(
         device=device, dtype=dtype, seed=config.experiment.seed, training=config.training,
         evaluation=config.evaluation, validation=split.val, run_dir=run.path, resume_from=resume_from,
-        memory_budget_bytes=memory_budget(config, device), timing=run.timing,
+        memory_budget_bytes=memory_budget(config, device), timing=run.timing, hooks=list(hooks or []),
     )
     console.info(f"fitting {model_cls.name} on {split.train.shape[0]} users × {split.train.shape[1]} items, "
                  f"{split.train.nnz} training interactions")
