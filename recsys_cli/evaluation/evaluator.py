@@ -180,8 +180,10 @@ def evaluate(
     fresh_scores = isinstance(model_or_scorer, Recommender)
     ignored_users = _index_list(ignore_users, n_rows, "ignore_users")
     ignored_items = _index_list(ignore_items, n_items, "ignore_items")
+    # a final evaluation says whom it leaves out; the per-epoch validations of training say it at -v
+    note = console.info if progress else console.debug
     if ignored_items.size:
-        console.info(f"{PREFIX}Ignoring {ignored_items.size} Items")
+        note(f"{PREFIX}Ignoring {ignored_items.size} Items")
         keep = np.ones(n_items, dtype=bool)
         keep[ignored_items] = False
         test = sp.csr_matrix(test @ sp.diags(keep.astype(np.float64)))
@@ -195,10 +197,10 @@ def evaluate(
     enough = n_test >= min_ratings_per_user
     n_skipped = int(n_rows - enough.sum())
     if n_skipped:
-        console.info(f"{PREFIX}Ignoring {n_skipped} ({100 - enough.sum() / n_rows * 100:4.1f}%) Users that have "
-                     f"less than {min_ratings_per_user} test interactions")
+        note(f"{PREFIX}Ignoring {n_skipped} ({100 - enough.sum() / n_rows * 100:4.1f}%) Users that have "
+              f"less than {min_ratings_per_user} test interactions")
     if ignored_users.size:
-        console.info(f"{PREFIX}Ignoring {ignored_users.size} Users")
+        note(f"{PREFIX}Ignoring {ignored_users.size} Users")
         enough_kept = enough.copy()
         enough_kept[ignored_users] = False
     else:
@@ -277,7 +279,7 @@ def evaluate(
                 bar.update(task, completed=done, rate=f"{done / max(elapsed, 1e-9):,.0f} users/s")
             if now - last_print > PRINT_EVERY_SECONDS or done == len(users):
                 value, unit = _unit(elapsed)
-                console.info(f"{PREFIX}Processed {done} ({100.0 * done / len(users):4.1f}%) in {value:.2f} {unit}. "
+                console.debug(f"{PREFIX}Processed {done} ({100.0 * done / len(users):4.1f}%) in {value:.2f} {unit}. "
                              f"Users per second: {done / max(elapsed, 1e-9):.0f}")
                 last_print = now
     finally:
