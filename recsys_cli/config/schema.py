@@ -121,6 +121,16 @@ class DeviceConfig(Section):
     tf32: bool = Field(False, description="Allow TF32 matmuls on CUDA (faster, less exact float32).")
 
 
+class RunConfig(Section):
+    save_model: bool = Field(
+        True, description="Save the fitted model in the run directory (needed by recsys evaluate; EASE on ML-10M "
+        "writes ~456 MB)."
+    )
+    plot_formats: list[Literal["png", "pdf", "svg"]] = Field(
+        ["png"], min_length=1, description="Files written for each plot (training curve, bench-dtype): png, pdf, svg."
+    )
+
+
 class ModelConfig(Section):
     """Base of every model's hyperparameter schema; subclasses fix ``name`` to their registered name."""
 
@@ -134,6 +144,7 @@ class Config(Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     device: DeviceConfig = Field(default_factory=DeviceConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
     @field_validator("model", mode="before")
     @classmethod
