@@ -69,6 +69,28 @@ def differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+# Keys a resumed run may change: how long it trains, when it stops, where files go, how it is evaluated
+# at the end. Anything else would make the resumed run a different experiment than the one checkpointed.
+SAFE_ON_RESUME = (
+    "training.epochs", "training.early_stopping.patience", "training.early_stopping.patience_epochs",
+    "training.early_stopping.min_epochs", "evaluation.cutoffs", "evaluation.split", "evaluation.user_batch_size",
+    "device.threads", "experiment.runs_dir", "data.data_dir",
+)
+
+
+def resume_changes(recorded: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(allowed, refused): the dotted keys in which ``new`` differs from ``recorded``, split by
+    :data:`SAFE_ON_RESUME`."""
+    changed = differing_keys(recorded, new)
+    return [k for k in changed if k in SAFE_ON_RESUME], [k for k in changed if k not in SAFE_ON_RESUME]
+
+
+def lookup(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
 def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
