@@ -113,10 +113,13 @@ def prepare_dataset(name: str, data_dir: Path, *, source: str | None = None, md5
 
 def load_dataset(data_config, *, seed: int | None = None) -> Dataset:
     """The data set ``data_config`` names, from the cache or freshly obtained (statistics at -v)."""
-    return prepare_dataset(
-        data_config.dataset, resolve_data_dir(data_config), source=data_config.source, md5=data_config.md5,
-        verify=data_config.verify, synthetic_config=data_config.synthetic, seed=seed, statistics=False,
-    )
+    from recsys_cli.data.download import options_from_config
+
+    with options_from_config():
+        return prepare_dataset(
+            data_config.dataset, resolve_data_dir(data_config), source=data_config.source, md5=data_config.md5,
+            verify=data_config.verify, synthetic_config=data_config.synthetic, seed=seed, statistics=False,
+        )
 
 
 def get_split(dataset: Dataset, data_config, *, seed: int) -> Split:
