@@ -213,3 +213,19 @@ def test_training_curve_names_the_run_and_data_set_and_marks_a_resume(tmp_path):
     write_curve(run, rows, metric_name="NDCG@10", title=title, resumed_after=[2], formats=["png", "svg"])
     svg = (run / "train_curve.svg").read_text()
     assert "resumed" in svg and (run / "train_curve.png").is_file()
+
+
+def test_a_resumed_run_says_so_in_its_log_and_curve(runs_dir):
+    import csv
+
+    from recsys_cli import experiment
+
+    flags = ["data.dataset=synthetic", "data.synthetic.n_users=120", "data.synthetic.n_items=60",
+             "data.synthetic.n_interactions=2000", "training.batch_size=32", "model.hidden=[16,4]",
+             "device.accelerator=cpu", "run.plot_formats=png,svg"]
+    run_dir = experiment.train(load_config(CONFIGS / "dae.yaml", [*flags, "training.epochs=2"])).run_dir
+    experiment.train(load_config(CONFIGS / "dae.yaml", [*flags, "training.epochs=3"]), resume=run_dir)
+    rows = list(csv.DictReader((run_dir / "train_log.csv").open()))
+    assert [r.get("resumed") for r in rows] == ["", "", "True"]
+    svg = (run_dir / "train_curve.svg").read_text()
+    assert "resumed" in svg and run_dir.name in svg and "dae on synthetic" in svg

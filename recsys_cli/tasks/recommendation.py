@@ -45,6 +45,7 @@ def train(config: Config, run: RunDirectory, model_cls: type[Recommender], devic
         device=device, dtype=dtype, seed=config.experiment.seed, training=config.training,
         evaluation=config.evaluation, validation=split.val, run_dir=run.path, resume_from=resume_from,
         memory_budget_bytes=memory_budget(config, device), timing=run.timing, hooks=list(hooks or []),
+        plot_formats=tuple(config.run.plot_formats),
     )
     console.info(f"fitting {model_cls.name} on {split.train.shape[0]} users × {split.train.shape[1]} items, "
                  f"{split.train.nnz} training interactions")
