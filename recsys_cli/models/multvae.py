@@ -34,14 +34,14 @@ class MultVAEConfig(DAEConfig):
     )
     activation: Literal["tanh", "relu"] = Field("tanh", description="Hidden-layer non-linearity (the paper: tanh).")
     normalize: bool = Field(True, description="L2-normalise each input row before the noise (the paper's).")
-    beta_max: float = Field(0.2, ge=0, description="Final KL weight β (the paper's anneal cap 0.2).")
+    beta_max: float = Field(0.5, ge=0, description="Final KL weight β (the paper's anneal cap: 0.2).")
     min_batches_per_epoch: int = Field(
         16, ge=1,
         description="Users per batch = min(training.batch_size, ceil(users / this)), so a small data set still "
                     "gets this many optimizer steps per epoch.",
     )
     anneal_steps: int = Field(
-        20000, ge=0,
+        1000, ge=0,
         description="Optimizer steps over which β rises linearly from 0 to beta_max (0: beta_max from the start).",
     )
 
