@@ -23,12 +23,14 @@ from recsys_cli import console
 from recsys_cli.errors import ConfigError, DataError, RunFailed
 from recsys_cli.evaluation.metrics import (
     COLUMNS,
+    PER_USER,
     USER_SUMS,
     BlockInputs,
     TrainStatistics,
     block_user_metrics,
     global_metrics,
 )
+from recsys_cli.evaluation.per_user import PerUserValues
 from recsys_cli.evaluation.ranking import one_cpu_thread, rank_block
 from recsys_cli.models.base import Recommender
 
@@ -48,6 +50,7 @@ class EvaluationResult:
     users_per_second: float
     block_size: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    per_user: PerUserValues | None = None  # every evaluated user's PER_USER values at every cutoff
 
     @property
     def cutoffs(self) -> list[int]:
@@ -219,7 +222,7 @@ def evaluate(
         raise ConfigError(f"evaluation.user_batch_size must be >= 1, got {block}")
 
     inputs, metric_device = None, None
-    sums = None
+    sums = per_user = None
     item_counts = hit_counts = None
     ignore_t = None
     done = 0
@@ -254,6 +257,9 @@ def evaluate(
                 sums = torch.zeros((len(cutoffs), len(USER_SUMS)), dtype=torch.float64, device=metric_device)
                 item_counts = torch.zeros((len(cutoffs), n_items), dtype=torch.float64, device=metric_device)
                 hit_counts = torch.zeros_like(item_counts)
+                # filled block by block on the metric device and copied to the host once at the end
+                per_user = torch.zeros((len(cutoffs), len(users), len(PER_USER)), dtype=torch.float64,
+                                       device=metric_device)
                 if ignored_items.size:
                     ignore_t = torch.from_numpy(ignored_items).to(dev)
             mask_rows = mask_cols = None
@@ -269,6 +275,7 @@ def evaluate(
                     sums += block_user_metrics(
                         torch.from_numpy(block_users).to(metric_device), items.to(metric_device),
                         lengths.to(metric_device), cutoffs, inputs, item_counts, hit_counts,
+                        per_user[:, lo:lo + len(block_users)],
                     )
             done += len(block_users)
             now = time.perf_counter()
@@ -290,7 +297,9 @@ def evaluate(
         sums_np = np.zeros((len(cutoffs), len(USER_SUMS)))
         counts_np = np.zeros((len(cutoffs), n_items))
         hits_np = np.zeros((len(cutoffs), n_items))
+        values_np = np.zeros((len(cutoffs), 0, len(PER_USER)))
     else:
+        values_np = per_user.cpu().numpy()
         sums_np = sums.cpu().numpy()
         counts_np = item_counts.cpu().numpy().cumsum(axis=0)
         hits_np = hit_counts.cpu().numpy().cumsum(axis=0)
@@ -308,6 +317,7 @@ def evaluate(
     return EvaluationResult(
         table=table, n_users_evaluated=n_eval, n_users_skipped=n_skipped, seconds=seconds,
         users_per_second=n_eval / seconds if seconds > 0 else math.inf, block_size=block,
+        per_user=PerUserValues(users=users.astype(np.int64), cutoffs=list(cutoffs), values=values_np),
     )
 
 
