@@ -246,3 +246,9 @@ def test_unknown_metric_names_are_one_line_errors(runs_dir, tmp_path, metrics, m
     out = invoke(run, "--metrics", metrics, "--output", tmp_path / "m.csv")
     assert out.exit_code == 2, out.stderr
     assert message in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_run_status_of_a_non_object_status_json_is_unknown(runs_dir):
+    run = make_run(runs_dir, "odd", NOISE)
+    (run / "status.json").write_text("[1, 2]")
+    assert RunDirectory.open(run).status() == {"status": "unknown"}
