@@ -387,9 +387,12 @@ def check_comparable(entries: list[Entry], base: Entry) -> None:
     ref = base.runs[0]
     for entry in entries:
         for run in entry.runs:
+            if run.metrics is None:
+                raise DataError(f"{run.name} has no metrics file, so it cannot be tested",
+                                hint=f"evaluate it (recsys evaluate {run.path}) or leave it out")
             if run.split != ref.split:
-                raise DataError(f"{run.name} was evaluated on the {run.split or 'no'} split, the baseline "
-                                f"{ref.name} on the {ref.split or 'no'} split",
+                raise DataError(f"{run.name} was evaluated on the {run.split} split, the baseline "
+                                f"{ref.name} on the {ref.split} split",
                                 hint="compare runs evaluated on one split (recsys evaluate RUN --split ...)")
             if run.cutoffs != ref.cutoffs:
                 raise DataError(f"{run.name} was evaluated at cutoffs {list(run.cutoffs)}, the baseline "
