@@ -71,7 +71,7 @@ def test_identical_runs_give_p_1_and_no_mark(runs_dir, tmp_path):
         assert len(stats) == 4 and all(s["p_value"] == 1.0 and s["mean_diff"] == 0.0 for s in stats)
         assert not any(s["significant"] for s in stats)
         text = (tmp_path / f"t.{ext}").read_text()
-        body = text.split("\n\n* p <")[0] if fmt == "md" else text.split("% ")[0]
+        body = text.split("\n\n\\* p <")[0] if fmt == "md" else text.split("% ")[0]
         assert "*" not in body.replace("**", "")  # bold markers aside, no significance mark
     csv = pd.read_csv(tmp_path / "t.csv")
     assert list(csv["model.l2_norm"]) == [1.0, 2.0] or list(csv["model.l2_norm"]) == [2.0, 1.0]
