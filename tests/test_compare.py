@@ -73,6 +73,9 @@ def test_identical_runs_give_p_1_and_no_mark(runs_dir, tmp_path):
         text = (tmp_path / f"t.{ext}").read_text()
         body = text.split("\n\n\\* p <")[0] if fmt == "md" else text.split("% ")[0]
         assert "*" not in body.replace("**", "")  # bold markers aside, no significance mark
+    for test in ("ttest", "bootstrap"):
+        other = invoke(base, same, "--baseline", base, "--test", test, "--output", tmp_path / f"{test}.csv", "--json")
+        assert [s["p_value"] for s in json.loads(other.stdout)["statistics"]] == [1.0] * 4
     csv = pd.read_csv(tmp_path / "t.csv")
     assert list(csv["model.l2_norm"]) == [1.0, 2.0] or list(csv["model.l2_norm"]) == [2.0, 1.0]
     assert csv["NDCG@10 sig"].isna().all() and (csv["NDCG@10 p"].dropna() == 1.0).all()
