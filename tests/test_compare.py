@@ -255,3 +255,18 @@ def test_run_status_of_a_non_object_status_json_is_unknown(runs_dir):
     run = make_run(runs_dir, "odd", NOISE)
     (run / "status.json").write_text("[1, 2]")
     assert RunDirectory.open(run).status() == {"status": "unknown"}
+
+
+def test_a_seed_group_folder_stands_for_its_member_runs(runs_dir, tmp_path):
+    members = [make_run(runs_dir, "ease", NOISE, seed=s) for s in (0, 1)]
+    group = runs_dir / "20250101T000000Z-ease-seeds"
+    group.mkdir()
+    for seed, member in zip((0, 1), members):
+        (group / f"seed-{seed}").symlink_to(Path("..") / member.name, target_is_directory=True)
+    (group / "members.csv").write_text("seed,run_dir\n")
+    out = invoke(group, "--output", tmp_path / "s.csv", "--json")
+    assert out.exit_code == 0, out.stderr
+    rows = json.loads(out.stdout)["rows"]
+    assert [r["run"] for r in rows] == [";".join(m.name for m in members)] and rows[0]["seeds"] == "0,1"
+    every = invoke(runs_dir / "*", "--output", tmp_path / "t.csv", "--json")  # members listed once
+    assert json.loads(every.stdout)["rows"][0]["run"] == rows[0]["run"]
