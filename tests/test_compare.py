@@ -197,7 +197,9 @@ def test_output_goes_to_the_runs_folder_and_never_over_a_users_file(runs_dir, tm
     forced = invoke(run, "--output", mine, "--force")
     assert forced.exit_code == 0 and "NDCG@10" in mine.read_text()
     bad = invoke(run, "--format", "xlsx")
-    assert bad.exit_code == 2 and "--format 'xlsx' is not one of csv, md, latex" in bad.stderr
+    assert bad.exit_code == 2 and "'xlsx' is not one of 'csv'," in bad.output
+    bad = invoke(run, "--test", "anova")
+    assert bad.exit_code == 2 and "'anova' is not one of" in bad.output
 
 
 def test_the_terminal_table_fits_80_columns(runs_dir, tmp_path):
