@@ -39,6 +39,8 @@ def _register() -> None:
     app.command("evaluate")(eval_cmds.evaluate)
     app.command("run")(run_cmds.run)
     app.command("compare")(eval_cmds.compare)
+    from recsys_cli.cli import recommend_cmd
+    app.command("recommend")(recommend_cmd.recommend)
     app.command("bench-dtype")(bench_cmd.bench_dtype)
     app.add_typer(config_cmds.app, name="config")
     app.command("info")(info_cmd.info)

@@ -10,9 +10,12 @@ Public API (used by the pipelines and the CLI):
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from recsys_cli import console
 from recsys_cli.data.dataset import Dataset, Split
@@ -20,7 +23,13 @@ from recsys_cli.data.registry import DATASETS, KNOWN_NAMES, SYNTHETIC, check_nam
 from recsys_cli.errors import DataError
 
 __all__ = ["Dataset", "Split", "KNOWN_NAMES", "load_dataset", "get_split", "load_split_for_run",
-           "print_cached_statistics", "resolve_data_dir", "prepare_dataset"]
+           "print_cached_statistics", "resolve_data_dir", "prepare_dataset", "split_seed", "original_ids"]
+
+
+def split_seed(config) -> int:
+    """The seed of the split (and of a synthetic data set): data.split.seed, else experiment.seed."""
+    seed = config.data.split.seed
+    return config.experiment.seed if seed is None else seed
 
 
 def resolve_data_dir(data_config) -> Path:
@@ -136,13 +145,34 @@ def load_split_for_run(run, config) -> Split:
                             hint="restore that split, or train again")
         return split
     console.warn(f"the run's split folder {directory} is gone; making it again from the run's config")
-    dataset = load_dataset(config.data, seed=config.experiment.seed)
-    split = get_split(dataset, config.data, seed=config.experiment.seed)
+    dataset = load_dataset(config.data, seed=split_seed(config))
+    split = get_split(dataset, config.data, seed=split_seed(config))
     if split.fingerprint != expected:
         raise DataError(f"the split made again from the config differs from the one {run.path.name} was trained on "
                         f"(fingerprint {split.fingerprint[:12]}, the run recorded {expected[:12]})",
                         hint="the data set changed since training; train again")
     return split
+
+
+def original_ids(config, split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """The original (user ids, item ids) of the rows and columns of ``split``'s matrices.
+
+    Read from the data set's cache beside the split folder (only ids.npz), else from the data set
+    loaded again; either way checked against the ratings the split was made from."""
+    from recsys_cli.data.cache import CacheInvalid, load_ids
+
+    content = split.manifest.get("dataset_content_sha256")
+    key = split.manifest.get("dataset_key")
+    if key:
+        for directory in {resolve_data_dir(config.data) / key,
+                          *([Path(split.directory).parent.parent / key] if split.directory else [])}:
+            with contextlib.suppress(CacheInvalid):
+                return load_ids(directory, content_sha256=content)
+    dataset = load_dataset(config.data, seed=split_seed(config))
+    if content and dataset.manifest.get("content_sha256") != content:
+        raise DataError(f"the cached {dataset.name} holds other ratings than the split at {split.directory} was made from",
+                        hint="restore that data set, or train again")
+    return dataset.user_ids, dataset.item_ids
 
 
 def print_cached_statistics(name: str, data_dir: Path) -> None:
