@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 
 from recsys_cli import atomic, console
@@ -60,22 +58,19 @@ def member_config(config: Config, seed: int, split: SplitMode) -> Config:
 
 
 def summarize(frames: list[pd.DataFrame], confidence: float = CONFIDENCE) -> pd.DataFrame:
-    """Per metric (and cutoff or split, whatever keys the tidy frames have): n, mean, sample sd (n − 1)
-    and the Student-t confidence interval of the mean, mean ± t(1 − α/2, n − 1) · sd / √n (scipy.stats).
-    Undefined for one value (sd and the interval are NaN)."""
-    from scipy import stats
+    """Per metric (and cutoff or split, whatever keys the tidy frames have) over the members' values:
+    :func:`recsys_cli.evaluation.groups.summarize` (n, mean, sample sd, Student-t interval of the mean)."""
+    from recsys_cli.evaluation.groups import summarize as summarize_values
 
     if not frames:
         raise RecsysError("no member run has metrics to summarise", hint="check the members' status.json")
-    tidy = pd.concat([f.assign(_member=i) for i, f in enumerate(frames)], ignore_index=True)
-    keys = [c for c in tidy.columns if c not in ("value", "_member")]
-    grouped = tidy.groupby(keys, sort=False)["value"]
-    out = grouped.agg(n="count", mean="mean", sd=lambda v: v.std(ddof=1) if v.count() > 1 else math.nan)
-    n = out["n"].to_numpy(dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        half = stats.t.ppf(0.5 + confidence / 2, n - 1) * out["sd"].to_numpy() / np.sqrt(n)
-    out["ci_low"], out["ci_high"] = out["mean"] - half, out["mean"] + half
-    return out.reset_index()
+    tidy = pd.concat(frames, ignore_index=True)
+    keys = [c for c in tidy.columns if c != "value"]
+    rows = []
+    for key, values in tidy.groupby(keys, sort=False)["value"]:
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(keys, key)), **summarize_values(values.tolist(), confidence).as_dict()})
+    return pd.DataFrame(rows, columns=keys + SUMMARY_COLUMNS)
 
 
 @dataclass

@@ -10,7 +10,6 @@ Public API (used by the pipelines and the CLI):
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -154,25 +153,23 @@ def load_split_for_run(run, config) -> Split:
     return split
 
 
-def original_ids(config, split: Split) -> tuple[np.ndarray, np.ndarray]:
-    """The original (user ids, item ids) of the rows and columns of ``split``'s matrices.
+def original_ids(config, split: Split, dataset: Dataset | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The original (user ids, item ids) of the rows and columns of ``split``'s matrices: the data
+    set's own when at hand, else the cache's id file (:func:`recsys_cli.data.ids.cached_ids`), else
+    from the data set loaded again and checked against the ratings the split was made from."""
+    from recsys_cli.data.ids import cached_ids
 
-    Read from the data set's cache beside the split folder (only ids.npz), else from the data set
-    loaded again; either way checked against the ratings the split was made from."""
-    from recsys_cli.data.cache import CacheInvalid, load_ids
-
-    content = split.manifest.get("dataset_content_sha256")
-    key = split.manifest.get("dataset_key")
-    if key:
-        for directory in {resolve_data_dir(config.data) / key,
-                          *([Path(split.directory).parent.parent / key] if split.directory else [])}:
-            with contextlib.suppress(CacheInvalid):
-                return load_ids(directory, content_sha256=content)
+    if dataset is not None and dataset.user_ids is not None and dataset.urm.shape == split.train.shape:
+        return np.asarray(dataset.user_ids), np.asarray(dataset.item_ids)
+    found = cached_ids(config.data, split)
+    if found is not None:
+        return found
     dataset = load_dataset(config.data, seed=split_seed(config))
+    content = split.manifest.get("dataset_content_sha256")
     if content and dataset.manifest.get("content_sha256") != content:
         raise DataError(f"the cached {dataset.name} holds other ratings than the split at {split.directory} was made from",
                         hint="restore that data set, or train again")
-    return dataset.user_ids, dataset.item_ids
+    return np.asarray(dataset.user_ids), np.asarray(dataset.item_ids)
 
 
 def print_cached_statistics(name: str, data_dir: Path) -> None:

@@ -184,22 +184,3 @@ def load_cache(directory: Path) -> Dataset:
     return Dataset(name=manifest["dataset"], urm=urm, urm_timestamp=urm_ts, icms=icms, user_ids=user_ids,
                    item_ids=item_ids, feature_ids=features, manifest={**manifest, "cache_dir": str(directory)})
 
-
-def load_ids(directory: Path, *, content_sha256: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The original user and item ids of a cached data set, without loading its matrices.
-
-    ``content_sha256`` (a split manifest's ``dataset_content_sha256``) must match the cached ratings, so
-    the ids belong to the data the split was made from; CacheInvalid says why they cannot be used."""
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    if content_sha256 is not None and manifest.get("content_sha256") != content_sha256:
-        raise CacheInvalid("it holds other ratings than the split was made from")
-    digest = manifest["files"].get("ids.npz")
-    try:
-        blob = (directory / "ids.npz").read_bytes()
-    except OSError:
-        raise CacheInvalid("ids.npz is missing") from None
-    if digest is None or sha256_bytes(blob) != digest:
-        raise CacheInvalid("ids.npz does not match its checksum")
-    with np.load(io.BytesIO(blob), allow_pickle=False) as ids:
-        return ids["user_ids"], ids["item_ids"]

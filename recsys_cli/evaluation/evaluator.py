@@ -23,12 +23,14 @@ from recsys_cli import console
 from recsys_cli.errors import ConfigError, DataError, RunFailed
 from recsys_cli.evaluation.metrics import (
     COLUMNS,
+    PER_USER,
     USER_SUMS,
     BlockInputs,
     TrainStatistics,
     block_user_metrics,
     global_metrics,
 )
+from recsys_cli.evaluation.per_user import PerUserValues
 from recsys_cli.evaluation.ranking import one_cpu_thread, rank_block
 from recsys_cli.models.base import Recommender
 
@@ -48,6 +50,7 @@ class EvaluationResult:
     users_per_second: float
     block_size: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    per_user: PerUserValues | None = None  # every evaluated user's PER_USER values at every cutoff
 
     @property
     def cutoffs(self) -> list[int]:
@@ -181,12 +184,14 @@ def evaluate(
     block_size: int | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    keep_per_user: bool = True,
 ) -> EvaluationResult:
     """Evaluate a recommender on held-out ``truth`` and return the course's 27-column table.
 
     ``train`` is the model's own training matrix: it supplies the seen items (excluded from the
     ranking when ``exclude_seen``) and the item popularity of NOVELTY, AVERAGE_POPULARITY and RATIO_*.
-    Lists are computed once at the largest cutoff; smaller cutoffs read prefixes.
+    Lists are computed once at the largest cutoff; smaller cutoffs read prefixes. With ``keep_per_user``
+    the result also carries every evaluated user's per-user values (``result.per_user``).
     """
     start_time = time.perf_counter()
     cutoffs = sorted({int(c) for c in cutoffs})
@@ -247,7 +252,7 @@ def evaluate(
         raise ConfigError(f"evaluation.user_batch_size must be >= 1, got {block}")
 
     inputs, metric_device = None, None
-    sums = None
+    sums = per_user = None
     item_counts = hit_counts = None
     ignore_t = None
     done = 0
@@ -268,6 +273,10 @@ def evaluate(
                 sums = torch.zeros((len(cutoffs), len(USER_SUMS)), dtype=torch.float64, device=metric_device)
                 item_counts = torch.zeros((len(cutoffs), n_items), dtype=torch.float64, device=metric_device)
                 hit_counts = torch.zeros_like(item_counts)
+                # filled block by block on the metric device and copied to the host once at the end
+                if keep_per_user:
+                    per_user = torch.zeros((len(cutoffs), len(users), len(PER_USER)), dtype=torch.float64,
+                                           device=metric_device)
                 if ignored_items.size:
                     ignore_t = torch.from_numpy(ignored_items).to(dev)
             mask_rows, mask_cols = seen_pairs(seen, block_users, dev) if exclude_seen else (None, None)
@@ -279,6 +288,7 @@ def evaluate(
                     sums += block_user_metrics(
                         torch.from_numpy(block_users).to(metric_device), items.to(metric_device),
                         lengths.to(metric_device), cutoffs, inputs, item_counts, hit_counts,
+                        None if per_user is None else per_user[:, lo:lo + len(block_users)],
                     )
             done += len(block_users)
             now = time.perf_counter()
@@ -300,7 +310,9 @@ def evaluate(
         sums_np = np.zeros((len(cutoffs), len(USER_SUMS)))
         counts_np = np.zeros((len(cutoffs), n_items))
         hits_np = np.zeros((len(cutoffs), n_items))
+        values_np = np.zeros((len(cutoffs), 0, len(PER_USER)))
     else:
+        values_np = per_user.cpu().numpy() if per_user is not None else None
         sums_np = sums.cpu().numpy()
         counts_np = item_counts.cpu().numpy().cumsum(axis=0)
         hits_np = hit_counts.cpu().numpy().cumsum(axis=0)
@@ -318,6 +330,8 @@ def evaluate(
     return EvaluationResult(
         table=table, n_users_evaluated=n_eval, n_users_skipped=n_skipped, seconds=seconds,
         users_per_second=n_eval / seconds if seconds > 0 else math.inf, block_size=block,
+        per_user=PerUserValues(users=users.astype(np.int64), cutoffs=list(cutoffs), values=values_np)
+        if keep_per_user else None,
     )
 
 

@@ -190,12 +190,12 @@ class RecommendResult:
 
 
 def write_recommendations(config, model, split, path: str | Path, *, k: int, users: np.ndarray | None = None,
-                          exclude_seen: bool = True) -> RecommendResult:
+                          exclude_seen: bool = True, dataset=None) -> RecommendResult:
     """Top-``k`` lists of ``users`` (default: every user) of a fitted model, written to ``path``."""
     from recsys_cli.data import original_ids
 
     output_format(Path(path))
-    user_ids, item_ids = original_ids(config, split)
+    user_ids, item_ids = original_ids(config, split, dataset)
     if users is None:
         users = np.arange(split.train.shape[0], dtype=np.int64)
     lists = top_k(model, split.train, users, k, exclude_seen=exclude_seen,
