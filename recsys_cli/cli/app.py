@@ -41,6 +41,8 @@ def _register() -> None:
     app.command("compare")(eval_cmds.compare)
     from recsys_cli.cli import recommend_cmd
     app.command("recommend")(recommend_cmd.recommend)
+    from recsys_cli.cli import export_cmd
+    app.add_typer(export_cmd.app, name="export")
     app.command("bench-dtype")(bench_cmd.bench_dtype)
     app.add_typer(config_cmds.app, name="config")
     app.command("info")(info_cmd.info)

@@ -27,8 +27,9 @@ def recommend(
 
     The lists are the evaluator's (same scoring, seen items removed, ties to the lower item index and
     the config's evaluation.ignore_items left out), one row per user and rank, with the 0-based
-    user_index and item_index too. Example:
-    recsys recommend runs/latest --k 20 --users users.txt --output top20.csv
+    user_index and item_index too.
+
+    Example: recsys recommend runs/latest --k 20 --users users.txt --output top20.csv
     """
     from recsys_cli.evaluation.recommend import recommend as run_recommend
 

@@ -60,8 +60,9 @@ def run(
     Leaves config.yaml, env.json, log.txt, status.json, timing.json, the saved model and
     metrics.csv/.json/.md in runs/<UTC time>-<name>-<hash>/ (runs/latest points at it).
     With --seeds, one such run per seed and a group folder runs/<UTC time>-<name>-seeds/ with
-    summary.csv/.json/.md (mean, sd, Student-t 95 % CI) and members.csv. Example:
-    recsys run configs/ease.yaml --seeds 0,1,2,3,4 --seeds-split fixed
+    summary.csv/.json/.md (mean, sd, Student-t 95 % CI) and members.csv.
+
+    Example: recsys run configs/ease.yaml --seeds 0,1,2,3,4 --seeds-split fixed
     """
     console.set_quiet(quiet)
     if seeds is not None:
