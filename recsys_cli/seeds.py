@@ -148,7 +148,7 @@ def _link(link: Path, target: Path) -> None:
 
 def to_markdown(group: SeedGroup, title: str) -> str:
     lines = [f"# {title}: {len(group.seeds)} seeds ({', '.join(map(str, group.seeds))}), split {group.split}", "",
-             f"Mean, sample standard deviation and {CONFIDENCE:.0%} Student-t confidence interval of the mean "
+             f"Mean, sample standard deviation and {CONFIDENCE * 100:g} % Student-t confidence interval of the mean "
              "over the members that succeeded.", ""]
     if not group.summary.empty:
         keys = [c for c in group.summary.columns if c not in SUMMARY_COLUMNS]
@@ -194,6 +194,6 @@ def print_summary(group: SeedGroup, metrics: tuple[str, ...] | None = None) -> N
     lines = [f"{len(group.seeds)} seeds, split {group.split}: mean ± sd [95 % CI] over {int(shown['n'].max())} runs"]
     for row in shown.itertuples(index=False):
         r = row._asdict()
-        label = " ".join(f"{r[k]}" if k == "metric" else f"{k} {r[k]}" for k in keys)
+        label = f"{r['metric']}@{r['cutoff']}" if keys == ["cutoff", "metric"] else " ".join(str(r[k]) for k in keys)
         lines.append(f"  {label}: {r['mean']:.4f} ± {r['sd']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]")
     console.info("\n".join(lines))
