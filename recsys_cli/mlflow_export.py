@@ -125,10 +125,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def digest(run_path: Path) -> str:
+    """What the export saw: the contents of the small files that describe the run, and the name and size
+    of every file (a new or rewritten file, recommendations say, changes it; the model is not read)."""
     h = hashlib.sha256()
     for name in DIGESTED:
         path = run_path / name
         h.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"-") + b"\0")
+    for path in sorted(p for p in run_path.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(run_path)}\0{path.stat().st_size}\0".encode())
     return h.hexdigest()[:16]
 
 

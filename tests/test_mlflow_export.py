@@ -82,6 +82,13 @@ def test_export_reads_back_and_does_not_duplicate(tmp_path, runs_dir):
     assert sorted(r.data.tags["recsys.run_id"] for r in active) == sorted([toppop.name, dae.name])
     again = next(r for r in active if r.data.tags["recsys.run_id"] == toppop.name)
     assert set(again.data.metrics) >= {"PRECISION_at_3", "NDCG_at_3"} and "NDCG_at_10" not in again.data.metrics
+    # a new file in the directory (saved recommendations) counts as a change too
+    assert runner.invoke(app, ["recommend", str(dae), "--k", "5", "-q"]).exit_code == 0
+    fourth = _export(runs_dir, uri)
+    assert fourth["replaced"] == [dae.name] and fourth["unchanged"] == [toppop.name]
+    latest = client.search_runs([experiment.experiment_id], filter_string=f"tags.`recsys.run_id` = '{dae.name}'")
+    assert len(latest) == 1
+    assert "recommendations.parquet" in {a.path for a in client.list_artifacts(latest[0].info.run_id)}
 
 
 def test_missing_mlflow_and_a_refused_store_are_one_line(monkeypatch, runs_dir):
