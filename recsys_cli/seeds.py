@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -112,7 +113,8 @@ def run_seeds(config: Config, seeds: list[int], *, split: SplitMode = "vary", ho
     """``experiment.run`` once per seed, then the group summary (written and returned).
 
     A member that fails is recorded as failed and the others still run; the summary covers the members
-    that succeeded. Ctrl-C stops the group."""
+    that succeeded. Bad input (exit code 2: config, data, device) in the first member stops the group
+    and leaves no group folder; Ctrl-C stops the group."""
     from recsys_cli import experiment
 
     configs = [member_config(config, seed, split) for seed in seeds]
@@ -124,6 +126,9 @@ def run_seeds(config: Config, seeds: list[int], *, split: SplitMode = "vary", ho
         try:
             result = experiment.run(member, hooks=hooks)
         except RecsysError as exc:
+            if exc.exit_code != 1 and not frames:  # bad input (config, data, device): every seed would fail alike
+                shutil.rmtree(group_path, ignore_errors=True)
+                raise
             console.error(f"seed {seed} failed: {exc.one_line()}")
             rows.append({"seed": seed, "run_dir": "", "status": "failed", "split_fingerprint": "",
                          "error": exc.one_line()})

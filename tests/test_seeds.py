@@ -96,3 +96,12 @@ def test_run_seeds_writes_the_group_summary(mode, runs_dir):
     assert summary["ci_high"] - summary["mean"] == pytest.approx(T_975_DF2 * values.std(ddof=1) / math.sqrt(3))
     assert json.loads((group / "summary.json").read_text())["split"] == mode
     assert f"| 10 | NDCG | 3 | {values.mean():.6f} |" in (group / "summary.md").read_text()
+
+
+def test_bad_input_stops_the_group_without_leaving_a_folder(runs_dir):
+    args = ["run", str(CONFIGS / "ease.yaml"), "--set", "data.dataset=movielens-100k",
+            "--set", f"data.source={runs_dir.parent / 'missing.zip'}", "--seeds", "0,1,2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "missing.zip" in result.stderr
+    assert result.stderr.count("error:") == 1  # the first seed's error, not three
+    assert not list(runs_dir.glob("*-seeds"))
