@@ -155,10 +155,12 @@ class ExportResult:
     mlflow_run_ids: dict[str, str] = field(default_factory=dict)  # run directory name → MLflow run id
 
 
-def export_runs(run_dirs: list[RunDirectory], *, tracking_uri: str | None = None, experiment: str = "recsys",
-                include_model: bool = True, artifact_location: str | None = None) -> ExportResult:
+def export_runs(run_dirs: list[RunDirectory | str | Path], *, tracking_uri: str | None = None,
+                experiment: str = "recsys", include_model: bool = True,
+                artifact_location: str | None = None) -> ExportResult:
     """Export each run directory into the MLflow experiment ``experiment`` at ``tracking_uri``
     (``artifact_location`` applies when the experiment is created here)."""
+    run_dirs = [r if isinstance(r, RunDirectory) else RunDirectory.open(r) for r in run_dirs]
     mlflow = import_mlflow()
     from mlflow.exceptions import MlflowException
 
