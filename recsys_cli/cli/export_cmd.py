@@ -5,12 +5,11 @@ from __future__ import annotations
 import typer
 
 from recsys_cli import console
-from recsys_cli.cli.common import JsonOption, QuietOption, handle_errors, print_json
+from recsys_cli.cli.common import JsonOption, QuietOption, VerboseOption, handle_errors, print_json
 
 app = typer.Typer(help="Copy run directories into experiment trackers.", no_args_is_help=True)
 
 
-@app.command("mlflow")
 @handle_errors
 def mlflow(
     run_dirs: list[str] = typer.Argument(..., help="Run directories or quoted globs, e.g. 'runs/*'."),
@@ -25,20 +24,21 @@ def mlflow(
                                        help="Upload model/ and checkpoints/ with the other files."),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Export each run directory as one MLflow run: config as params, metrics, epoch log, files, tags.
 
     Metric names map NAME@K to NAME_at_K (MLflow names cannot hold @). A second export skips
     unchanged runs and replaces the MLflow run of a directory whose files changed, so there is one
-    MLflow run per run directory (tag recsys.run_id). Needs MLflow: the project's optional
-    extra named mlflow.
+    MLflow run per run directory (tag recsys.run_id). Needs MLflow:
+    pip install 'recsys-cli[mlflow]'.
 
     Example: recsys export mlflow 'runs/*' --tracking-uri sqlite:///mlflow.db
     """
     from recsys_cli.evaluation.compare import expand_run_dirs
     from recsys_cli.mlflow_export import export_runs
 
-    console.set_quiet(quiet)
+    console.set_verbosity(quiet=quiet, verbose=verbose)
     result = export_runs(expand_run_dirs(run_dirs), tracking_uri=tracking_uri, experiment=experiment,
                          include_model=include_model, artifact_location=artifact_location)
     console.success(f"MLflow experiment {result.experiment!r} at {result.tracking_uri}: {len(result.created)} created, "

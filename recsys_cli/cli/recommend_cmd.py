@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from recsys_cli import console
-from recsys_cli.cli.common import JsonOption, QuietOption, handle_errors, print_json
+from recsys_cli.cli.common import JsonOption, QuietOption, VerboseOption, handle_errors, print_json
 
 
 @handle_errors
@@ -22,6 +22,7 @@ def recommend(
     include_seen: bool = typer.Option(False, "--include-seen", help="Keep each user's training items in the lists."),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Write each user's top-K items of a trained run: user_id, item_id, rank, score (original ids).
 
@@ -33,7 +34,7 @@ def recommend(
     """
     from recsys_cli.evaluation.recommend import recommend as run_recommend
 
-    console.set_quiet(quiet)
+    console.set_verbosity(quiet=quiet, verbose=verbose)
     result = run_recommend(run_dir, k=k, users=users, output=output, include_seen=include_seen)
     console.success(f"{result.n_rows:,} recommendations for {result.n_users:,} users written to {result.path}")
     if as_json:
