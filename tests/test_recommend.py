@@ -142,3 +142,15 @@ def test_files_round_trip(tmp_path, name):
     assert back["item_id"].dtype.kind == "i" and back["user_id"].iloc[0] == "u0"
     assert back["score"].to_numpy(np.float32).tolist() == table.column("score").to_pylist()
 
+
+
+def test_ids_come_back_when_the_cached_id_file_is_gone(data_dir):
+    result = runner.invoke(app, ["run", str(CONFIGS / "toppop.yaml"), *SYNTHETIC, "--json", "-q"])
+    assert result.exit_code == 0, result.stderr
+    run_dir = json.loads(result.stdout)["run_dir"]
+    (ids_file,) = data_dir.glob("synthetic-*/ids.npz")
+    ids_file.unlink()  # the cache fails its check: the data set is built again from its seed
+    trained = load_trained(run_dir)
+    users, items = original_ids(trained.config, trained.split)
+    assert users.tolist() == [str(i) for i in range(300)] and items.tolist() == [str(i) for i in range(150)]
+    assert ids_file.is_file()
