@@ -11,6 +11,7 @@ import typer
 
 from recsys_cli import __version__
 from recsys_cli.cli import bench_cmd, config_cmds, data_cmds, eval_cmds, info_cmd, run_cmds
+from recsys_cli.cli import export_cmd, recommend_cmd
 from recsys_cli.cli.common import literal_help
 
 app = typer.Typer(
@@ -47,6 +48,9 @@ def _register() -> None:
     command("evaluate", eval_cmds.evaluate)
     command("run", run_cmds.run)
     command("compare", eval_cmds.compare)
+    command("recommend", recommend_cmd.recommend)
+    command("mlflow", export_cmd.mlflow, export_cmd.app)
+    app.add_typer(export_cmd.app, name="export")
     command("bench-dtype", bench_cmd.bench_dtype)
     app.add_typer(config_cmds.app, name="config")
     command("info", info_cmd.info)
