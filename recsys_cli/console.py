@@ -23,6 +23,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from recsys_cli.redact import redact
+
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 _sinks: list[io.StringIO] = []
 _quiet = False
@@ -35,6 +37,7 @@ def set_quiet(quiet: bool) -> None:
 
 
 def _emit(text: str, style: str | None, *, force: bool = False) -> None:
+    text = redact(text)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     for sink in _sinks:
         sink.write(f"{stamp} {text}\n")

@@ -31,7 +31,7 @@ def _root(
 
 
 def _register() -> None:
-    from recsys_cli.cli import bench_cmd, data_cmds, eval_cmds
+    from recsys_cli.cli import bench_cmd, data_cmds, eval_cmds, tune_cmds
 
     app.command("download")(data_cmds.download)
     app.command("split")(data_cmds.split)
@@ -43,6 +43,8 @@ def _register() -> None:
     app.add_typer(config_cmds.app, name="config")
     app.command("info")(info_cmd.info)
     app.command("models")(info_cmd.models)
+    app.command("tune")(tune_cmds.tune)
+    app.command("sweep")(tune_cmds.sweep)
 
 
 _register()

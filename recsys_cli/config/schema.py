@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
+from recsys_cli.config.search import SearchConfig
+
 
 class Section(BaseModel):
     """Base of every config section: strict about unknown keys, validated on assignment."""
@@ -134,6 +136,8 @@ class Config(Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     device: DeviceConfig = Field(default_factory=DeviceConfig)
+    # read by `recsys tune` only; left out of dumps so a trial's config.yaml and hash are a plain run's
+    search: SearchConfig = Field(default_factory=SearchConfig, exclude=True)
 
     @field_validator("model", mode="before")
     @classmethod
@@ -153,4 +157,8 @@ class Config(Section):
     def _check_cross_section(self) -> Config:
         if self.data.split.protocol == "import" and self.data.split.import_dir is None:
             raise ValueError("data.split.import_dir is required when data.split.protocol is 'import'")
+        if self.search.space:
+            from recsys_cli.config.search import check_space
+
+            check_space(self)
         return self
