@@ -248,10 +248,7 @@ def tune(config: Config, *, trials: int | None = None, jobs: int = 1, storage: s
     with _Progress(n_trials) as bar:
         bar.update(optuna_study)
         try:
-            if jobs == 1:
-                _in_process(config, study_name, storage, study_dir, bar)
-            else:
-                _subprocesses(config, study_name, storage, study_dir, jobs, bar, optuna_study)
+            _workers(config, study_name, storage, study_dir, jobs, bar, optuna_study)
         except KeyboardInterrupt:
             interrupted = True
     outcome = report.finish(optuna_study, config, study_dir, n_trials=n_trials,
@@ -270,24 +267,18 @@ def _prepare_data(config: Config) -> None:
     prepare_split(config)
 
 
-def _in_process(config: Config, study_name: str, storage: str | None, study_dir: Path, bar: _Progress) -> None:
-    quiet = console._quiet
-    console.set_quiet(True)
-    try:
-        work(config, study_name, storage, study_dir, on_trial=lambda study, _o: bar.update(study))
-    finally:
-        console.set_quiet(quiet)
-
-
-def _subprocesses(config: Config, study_name: str, storage: str | None, study_dir: Path, jobs: int,
+def _workers(config: Config, study_name: str, storage: str | None, study_dir: Path, jobs: int,
                   bar: _Progress, study: Any) -> None:
-    """``jobs`` worker processes on this machine, each with its share of the CPU threads (or its own GPU)."""
+    """``jobs`` workers on this machine, each with its share of the CPU threads (or its own GPU).
+
+    This process is worker 0 (no start-up to wait for); workers 1 … jobs−1 are fresh processes.
+    """
     import torch
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     procs: list[subprocess.Popen] = []
-    for i in range(jobs):
+    for i in range(1, jobs):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    OPENBLAS_NUM_THREADS=str(threads), RECSYS_NO_PROGRESS="1")
         env.pop(ENV_STORAGE, None)
@@ -295,12 +286,19 @@ def _subprocesses(config: Config, study_name: str, storage: str | None, study_di
             env[ENV_STORAGE] = storage  # the URL travels in the environment, never on a command line
         if n_gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(i % n_gpus)
-        log = open(study_dir / f"worker-{i}.log", "ab")  # noqa: SIM115 - closed when the worker ends
+        log = open(study_dir / f"worker-{i}.log", "ab")  # noqa: SIM115 - the child keeps its own copy
         cmd = [sys.executable, "-m", "recsys_cli.tuning.worker", str(study_dir), "--worker", str(i),
                "--threads", str(threads)]
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
         log.close()
+    quiet = console._quiet
     try:
+        console.set_quiet(True)
+        try:
+            work(config, study_name, storage, study_dir, worker=0, threads=threads,
+                 on_trial=lambda s, _o: bar.update(s))
+        finally:
+            console.set_quiet(quiet)
         while any(p.poll() is None for p in procs):
             bar.update(study)
             time.sleep(0.5)
@@ -315,12 +313,12 @@ def _subprocesses(config: Config, study_name: str, storage: str | None, study_di
                 p.kill()
         raise
     bar.update(study)
-    failed = [i for i, p in enumerate(procs) if p.returncode != 0]
+    failed = [i for i, p in enumerate(procs, start=1) if p.returncode != 0]
     if failed:
-        tail = (study_dir / f"worker-{failed[0]}.log").read_text(errors="replace").strip().splitlines()[-1:]
-        raise RecsysError(f"tuning worker {failed[0]} exited with code {procs[failed[0]].returncode}"
-                          + (f": {tail[0]}" if tail else ""), hint=f"see {study_dir}/worker-{failed[0]}.log",
-                          exit_code=1)
+        i = failed[0]
+        tail = (study_dir / f"worker-{i}.log").read_text(errors="replace").strip().splitlines()[-1:]
+        raise RecsysError(f"tuning worker {i} exited with code {procs[i - 1].returncode}"
+                          + (f": {tail[0]}" if tail else ""), hint=f"see {study_dir}/worker-{i}.log", exit_code=1)
 
 
 class _Progress:
