@@ -67,9 +67,15 @@ class DAE(TrainableRecommender):
         self.input_bias = nn.Parameter(first.bias.detach().clone())
         mirrored = [*sizes[1:], *reversed(sizes[:-1])]  # 420, 69, 420, items
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(mirrored[:-1], mirrored[1:]))
-        # Layer 0 is the input layer; no ReLU after the bottleneck (last encoder layer) nor the output.
+        # self.layers[:_n_encoder] finish the encoder (after the input layer); the rest decode.
+        self._n_encoder = len(sizes) - 2
+        # Layer 0 is the input layer; no activation after the bottleneck (last encoder layer) nor the output.
         bottleneck, output = len(sizes) - 2, len(mirrored) - 1
         self._relu_after = [i not in (bottleneck, output) for i in range(len(mirrored))]
+
+    def activation(self, h: torch.Tensor) -> torch.Tensor:
+        """The hidden layers' non-linearity (ReLU, the seed's)."""
+        return torch.relu(h)
 
     def prepare(self, train: sp.csr_matrix) -> None:
         x = sp.csr_matrix(train, dtype=np.float32, copy=True)
@@ -114,17 +120,22 @@ class DAE(TrainableRecommender):
         dev = self.device
         return self.input_layer(indices.to(dev), offsets.to(dev), per_sample_weights=values.to(dev, weight.dtype))
 
+    def bottleneck(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """The encoder's output (no activation after it) for sparse input rows (indices, row offsets, values)."""
+        h = self._first_layer(indices, offsets, values) + self.input_bias
+        for layer in self.layers[: self._n_encoder]:
+            h = layer(self.activation(h))
+        return h
+
+    def decode_hidden(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's activations before the output layer."""
+        for layer in self.layers[self._n_encoder : -1]:
+            z = self.activation(layer(z))
+        return z
+
     def encode(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Hidden activations before the output layer for sparse input rows (indices, row offsets, values)."""
-        h = self._first_layer(indices, offsets, values)
-        h = h + self.input_bias
-        if self._relu_after[0]:
-            h = torch.relu(h)
-        for i, layer in enumerate(self.layers[:-1], start=1):
-            h = layer(h)
-            if self._relu_after[i]:
-                h = torch.relu(h)
-        return h
+        return self.decode_hidden(self.bottleneck(indices, offsets, values))
 
     def encode_decode(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Reconstruction logits (batch × items) of sparse input rows."""
@@ -172,15 +183,28 @@ class DAE(TrainableRecommender):
     def batch_samples(self, batch: Any) -> int:
         return len(batch)
 
-    def training_loss(self, batch: np.ndarray) -> torch.Tensor:
+    def sparse_batch(self, batch: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """A batch of users as its clean target's non-zeros (rows, cols, values) and its noisy input
+        (indices, row offsets, values), all without densifying a row."""
         indices, offsets, values = self._rows(batch)
         n = len(batch)
         counts = torch.diff(offsets, append=torch.tensor([len(indices)]))
         rows = torch.repeat_interleave(torch.arange(n), counts, output_size=len(indices))
-        n_rows, n_idx, n_val = self.add_noise(rows, indices, values, n)
+        n_rows, n_idx, n_val = self.add_noise(rows, indices, self.input_values(rows, values, n), n)
         n_off = torch.searchsorted(n_rows, torch.arange(n))
-        hidden = self.encode(n_idx, n_off, n_val)
-        return self.reconstruction_loss(hidden, rows, indices, values)
+        return rows, indices, values, n_idx, n_off, n_val
+
+    def input_values(self, rows: torch.Tensor, values: torch.Tensor, n_rows: int) -> torch.Tensor:
+        """The input's values before noise, given each value's row (the DAE's: the row as it is)."""
+        return values
+
+    def score_input_values(self, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """:meth:`input_values` for scoring, where rows come as offsets (the DAE's: the row as it is)."""
+        return values
+
+    def training_loss(self, batch: np.ndarray) -> torch.Tensor:
+        rows, cols, values, *noisy = self.sparse_batch(batch)
+        return self.reconstruction_loss(self.encode(*noisy), rows, cols, values)
 
     def reconstruction_loss(self, hidden: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
                             values: torch.Tensor) -> torch.Tensor:
@@ -211,7 +235,7 @@ class DAE(TrainableRecommender):
         try:
             with torch.no_grad():
                 indices, offsets, values = self._rows(users.detach().cpu().numpy())
-                return self.encode_decode(indices, offsets, values)
+                return self.encode_decode(indices, offsets, self.score_input_values(offsets, values))
         finally:
             self.train(was_training)
 
