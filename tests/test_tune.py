@@ -278,6 +278,25 @@ def test_pruning_stops_a_trainable_run_at_once_and_marks_it(runs_dir, ramp_model
             assert epochs == 10
 
 
+def test_pruning_ends_weak_dae_trials_through_the_training_engine(runs_dir):
+    space = {"training.learning_rate": {"type": "categorical", "choices": [1e-2, 3e-3, 1e-7, 3e-8, 1e-8]}}
+    raw = _config(space, model={"name": "dae", "hidden": [32]}, trials=5, sampler="grid", startup_trials=1,
+                  warmup_epochs=1)
+    raw["training"] = {"epochs": 8, "batch_size": 64, "early_stopping": {"enabled": False}}
+    outcome = tune(load_config(data=raw), refit="none")
+    frame = pd.read_csv(outcome.study_dir / "trials.csv")
+    pruned = frame[frame["state"] == "pruned"]
+    assert len(pruned) >= 1, frame[["number", "state", "value", "param.training.learning_rate"]]
+    assert (pruned["param.training.learning_rate"] < 1e-6).all()
+    for _, row in pruned.iterrows():
+        run = Path(row["run_dir"])
+        epochs = len(pd.read_csv(run / "train_log.csv"))
+        assert 1 < epochs < 8 and row["epochs_reported"] == epochs  # stopped at once, after the warm-up
+        assert "pruned by the tuner" in json.loads((run / "timing.json").read_text())["stop_reason"]
+    for _, row in frame[frame["state"] == "complete"].iterrows():
+        assert len(pd.read_csv(Path(row["run_dir"]) / "train_log.csv")) == 8
+
+
 # -- sweep -----------------------------------------------------------------------------------------
 def test_sweep_runs_every_combination_and_seed(runs_dir, tmp_path):
     path = tmp_path / "s.yaml"
