@@ -157,6 +157,11 @@ def test_best_yaml_reruns_to_the_best_trials_metrics_and_refit_reads_test(runs_d
     assert (outcome.refit_run_dir / "metrics.csv").is_file()
     refit_cfg = yaml.safe_load((outcome.refit_run_dir / "config.yaml").read_text())
     assert refit_cfg["model"]["l2_norm"] == best.model.l2_norm and refit_cfg["evaluation"]["split"] == "test"
+    # the same command on the finished study runs no trial and no second refit
+    again = tune(config, refit="train")
+    assert again.study_dir == outcome.study_dir and again.refit_run_dir == outcome.refit_run_dir
+    assert again.refit_metrics.value("NDCG", 10) == outcome.refit_metrics.value("NDCG", 10)
+    assert len(list((outcome.study_dir / "trials").glob("*-syn-trial*"))) == 4
 
 
 def test_refit_on_train_plus_val_trains_on_both_parts(runs_dir):
@@ -352,7 +357,10 @@ def test_storage_password_never_lands_in_run_files_or_messages(runs_dir, monkeyp
     result = experiment.run(load_config(data=raw))
     from recsys_cli import console
 
-    console.info(f"connecting to {secret_url}")
+    with console.capture() as log:  # what a run's log.txt receives
+        console.info(f"connecting to {secret_url}")
+        console.error(f"cannot reach {secret_url}")
+    assert "Sup3rSecret" not in log.getvalue() and log.getvalue().count("tuner:***@127.0.0.1:1/nowhere") == 2
     env = json.loads((result.run_dir / "env.json").read_text())
     assert "tuner:***@" in env["command_line"]
     for path in result.run_dir.rglob("*"):

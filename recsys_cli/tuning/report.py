@@ -134,9 +134,25 @@ def refit_best(chosen: Config, study_dir: Path, best: Any, *, how: str) -> tuple
     if how == "train+val":
         fixed.update(_train_val_split(chosen, study_dir, best))
     config = space.apply(chosen, {}, **fixed)
+    done = _finished_refit(config, study_dir)
+    if done is not None:  # a rerun of a finished study: read the refit again instead of fitting again
+        console.info(f"refit of the best config on {how} already in {done}")
+        result = experiment.evaluate(done)
+        return result.run_dir, result.metrics
     console.info(f"refit of the best config on {how}, evaluated on test")
     result = experiment.run(config)
     return result.run_dir, result.metrics
+
+
+def _finished_refit(config: Config, study_dir: Path) -> Path | None:
+    from recsys_cli.config import config_hash
+    from recsys_cli.rundir import RunDirectory
+
+    for path in sorted(study_dir.glob(f"*-{config.experiment.name}-{config_hash(config)}*"), reverse=True):
+        run = RunDirectory(path)
+        if run.status().get("status") == "succeeded" and (path / "model" / "model.pt").is_file():
+            return path
+    return None
 
 
 def _train_val_split(chosen: Config, study_dir: Path, best: Any) -> dict[str, Any]:
