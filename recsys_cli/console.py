@@ -28,6 +28,7 @@ from recsys_cli.redact import redact
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 _sinks: list[io.StringIO] = []
 _quiet = False
+_muted = False
 
 
 def set_quiet(quiet: bool) -> None:
@@ -41,8 +42,19 @@ def _emit(text: str, style: str | None, *, force: bool = False) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     for sink in _sinks:
         sink.write(f"{stamp} {text}\n")
-    if force or not _quiet:
+    if not _muted and (force or not _quiet):
         console.print(text, style=style, markup=False, highlight=False)
+
+
+@contextlib.contextmanager
+def muted() -> Iterator[None]:
+    """Nothing on the terminal, not even warnings, while active (the tuner's trials); logs get every line."""
+    global _muted
+    before, _muted = _muted, True
+    try:
+        yield
+    finally:
+        _muted = before
 
 
 def info(text: str) -> None:

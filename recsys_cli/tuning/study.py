@@ -291,14 +291,10 @@ def _workers(config: Config, study_name: str, storage: str | None, study_dir: Pa
                "--threads", str(threads)]
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
         log.close()
-    quiet = console._quiet
     try:
-        console.set_quiet(True)
-        try:
+        with console.muted():  # trials write their own logs; the terminal shows the progress bar
             work(config, study_name, storage, study_dir, worker=0, threads=threads,
                  on_trial=lambda s, _o: bar.update(s))
-        finally:
-            console.set_quiet(quiet)
         while any(p.poll() is None for p in procs):
             bar.update(study)
             time.sleep(0.5)
@@ -358,6 +354,7 @@ class _Progress:
             best = f"best {pick(t.value for t in complete):.6g}"
         self.progress.update(self.task, completed=min(len(trials), self.total), best=best)
         for t in trials[self.seen:]:
-            if t.state == optuna.trial.TrialState.FAIL:
-                console.warn(f"trial {t.number} failed: {t.user_attrs.get('message', 'no message')}")
+            if t.state == optuna.trial.TrialState.FAIL:  # printed past console.muted(): the user must see it
+                console.console.print(f"warning: trial {t.number} failed: {t.user_attrs.get('message', '?')}",
+                                      style="yellow", markup=False, highlight=False)
         self.seen = max(self.seen, len(trials))

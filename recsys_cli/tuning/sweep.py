@@ -69,16 +69,12 @@ def sweep(config: Config, grid: dict[str, list[Any]], *, seeds: list[int] | None
     total = len(combos) * len(seed_list)
     console.info(f"sweep of {total} runs into {folder}")
     runs, labels = [], {}
-    quiet = console._quiet
     for i, (combo, seed) in enumerate(itertools.product(combos, seed_list), start=1):
         params = dict(zip(keys, combo, strict=True))
         run_config = space.apply(config, params, **{"experiment.seed": seed, "experiment.runs_dir": str(folder)})
         console.info(f"[{i}/{total}] {params or ''} seed {seed}")
-        console.set_quiet(True)
-        try:
+        with console.muted():  # each run keeps its own log.txt
             result = experiment.run(run_config)
-        finally:
-            console.set_quiet(quiet)
         runs.append(RunDirectory.open(result.run_dir))
         labels[result.run_dir.name] = {**params, "seed": seed}
     table = leaderboard(runs)
