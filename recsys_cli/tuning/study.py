@@ -84,7 +84,7 @@ def locate_study_dir(config: Config, study_name: str) -> Path:
             continue
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = runs_dir / f"{stamp}-{config.experiment.name}-tune"
-    path.mkdir(parents=True, exist_ok=False)
+    path.mkdir(parents=True, exist_ok=True)  # two commands started in the same second share it
     return path
 
 
@@ -230,6 +230,7 @@ def tune(config: Config, *, trials: int | None = None, jobs: int = 1, storage: s
         raise ConfigError(f"--refit {refit!r} is not one of train, train+val, none")
     if trials is not None:
         config = config.model_copy(update={"search": config.search.model_copy(update={"trials": trials})})
+    _warn_metric_mismatch(config)
     study_name = study or default_study_name(config)
     study_dir = locate_study_dir(config, study_name)
     atomic.write_text(study_dir / STUDY_YAML, study_yaml(config))
@@ -258,6 +259,17 @@ def tune(config: Config, *, trials: int | None = None, jobs: int = 1, storage: s
         raise RecsysError(f"interrupted (Ctrl-C) with {outcome.trials} of {n_trials} trials done",
                           hint=f"rerun the same command to resume the study in {study_dir}", exit_code=2)
     return outcome
+
+
+def _warn_metric_mismatch(config: Config) -> None:
+    """Trainable models report their early-stopping value to the pruner: say so when it is another metric."""
+    from recsys_cli.models.registry import get_model_class
+
+    es = config.training.early_stopping
+    if getattr(get_model_class(config.model.name), "trainable", False) and \
+            f"{es.metric.upper()}@{es.cutoff}" != config.search.metric:
+        console.warn(f"the pruner sees training.early_stopping's {es.metric.upper()}@{es.cutoff} while the study "
+                     f"optimises {config.search.metric}; set training.early_stopping.metric and cutoff to match")
 
 
 def _prepare_data(config: Config) -> None:
