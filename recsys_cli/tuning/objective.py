@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,7 @@ def run_trial(trial: Any, base: Config, study_dir: Path, *, threads: int | None 
     trainable = getattr(get_model_class(config.model.name), "trainable", False)
     hook = PruningHook(trial, search.metric, search.warmup_epochs)
     run_dir: Path | None = None
+    started = time.perf_counter()
     try:
         result = experiment.run(config, hooks=[hook] if trainable else [])
         run_dir = result.run_dir
@@ -84,8 +86,10 @@ def run_trial(trial: Any, base: Config, study_dir: Path, *, threads: int | None 
         raise
     except Exception as exc:  # noqa: BLE001 - any failure ends this trial only; the study goes on
         message = redact(exc.one_line() if hasattr(exc, "one_line") else f"{type(exc).__name__}: {exc}")
+        trial.set_user_attr("run_seconds", time.perf_counter() - started)
         run_dir = run_dir or _newest_run(study_dir / "trials", config.experiment.name)
         return _finish(TrialOutcome("failed", None, run_dir, " ".join(message.split())), trial)
+    trial.set_user_attr("run_seconds", time.perf_counter() - started)  # the run itself; the rest is the tuner's
     if not math.isfinite(value):
         return _finish(TrialOutcome("failed", None, run_dir, f"{search.metric} is {value}"), trial)
     if hook.pruned_at is not None:

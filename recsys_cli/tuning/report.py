@@ -18,13 +18,15 @@ PLOTS = ("optimization_history", "param_importances", "slice")
 
 
 def trials_frame(study: Any) -> pd.DataFrame:
-    """One row per trial: number, state, value, one ``param.KEY`` column per key, seconds, run, message."""
+    """One row per trial: number, state, value, seconds (ask to tell), run_seconds (the run alone), one
+    ``param.KEY`` column per key, epochs reported, run directory, message."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else None
         state = "interrupted" if t.user_attrs.get("interrupted") else t.state.name.lower()
-        row: dict[str, Any] = {"number": t.number, "state": state, "value": t.value, "seconds": seconds}
+        row: dict[str, Any] = {"number": t.number, "state": state, "value": t.value, "seconds": seconds,
+                               "run_seconds": t.user_attrs.get("run_seconds")}
         row.update({f"param.{k}": v for k, v in space.decode(t.params).items()})
         row["epochs_reported"] = len(t.intermediate_values)
         row["run_dir"] = t.user_attrs.get("run_dir", "")
