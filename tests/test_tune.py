@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -225,6 +226,38 @@ def test_resume_after_ctrl_c_continues_the_trial_count(runs_dir, monkeypatch):
     assert list(frame["state"]) == ["complete", "complete", "interrupted", "complete", "complete", "complete"]
     # the first two trials were not run again: each number has one run directory
     assert len(list((outcome.study_dir / "trials").glob("*-syn-trial0000-*"))) == 1
+
+
+def test_sigterm_stops_two_workers_cleanly_and_the_rerun_finishes_the_study(runs_dir, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import REPO_ROOT
+
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(_config(LAMBDA, trials=40)))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "recsys_cli", "tune", str(path), "--jobs", "2", "--refit", "none"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(runs_dir.glob("*-syn-tune/trials/*/trial.json"))) < 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err[-1500:]
+    assert "rerun the same command to resume" in err
+    study_dir = next(runs_dir.glob("*-syn-tune"))
+    first = pd.read_csv(study_dir / "trials.csv")
+    done = int((first["state"] == "complete").sum())
+    assert 3 <= done < 40 and set(first["state"]) <= {"complete", "interrupted"}
+    assert not (study_dir / "worker-1.log").read_text().count("Traceback")
+
+    outcome = tune(load_config(path), trials=done + 2, refit="none")  # the rerun, asking for two more
+    frame = pd.read_csv(outcome.study_dir / "trials.csv")
+    assert outcome.study_dir == study_dir and outcome.trials == done + 2
+    assert int((frame["state"] == "complete").sum()) == done + 2
+    assert list(frame["number"]) == list(range(len(frame)))
 
 
 # -- pruning through the training hooks ------------------------------------------------------------

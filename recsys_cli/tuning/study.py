@@ -11,6 +11,7 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -20,8 +21,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -246,7 +248,7 @@ def tune(config: Config, *, trials: int | None = None, jobs: int = 1, storage: s
         console.warn(f"{n} trial(s) of workers that died were marked interrupted; they will be rerun")
     n_trials = budget(config)
     interrupted = False
-    with _Progress(n_trials) as bar:
+    with terminate_as_interrupt(), _Progress(n_trials) as bar:
         bar.update(optuna_study)
         try:
             _workers(config, study_name, storage, study_dir, jobs, bar, optuna_study)
@@ -259,6 +261,23 @@ def tune(config: Config, *, trials: int | None = None, jobs: int = 1, storage: s
         raise RecsysError(f"interrupted (Ctrl-C) with {outcome.trials} of {n_trials} trials done",
                           hint=f"rerun the same command to resume the study in {study_dir}", exit_code=2)
     return outcome
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler ending the job, ``kill``) stops the study like Ctrl-C: cleanly, resumable."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _warn_metric_mismatch(config: Config) -> None:
@@ -311,9 +330,9 @@ def _workers(config: Config, study_name: str, storage: str | None, study_dir: Pa
             bar.update(study)
             time.sleep(0.5)
     except KeyboardInterrupt:
-        for p in procs:  # the terminal sent SIGINT to the workers too; make sure of it, then wait
+        for p in procs:  # a terminal's Ctrl-C reached them too; SIGTERM also reaches background ones
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.send_signal(signal.SIGTERM)
         for p in procs:
             try:
                 p.wait(timeout=60)

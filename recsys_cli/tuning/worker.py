@@ -2,7 +2,7 @@
 
 It reads the study's config and name from the study folder and the storage URL from the environment
 (RECSYS_TUNE_STORAGE, so a password never appears on a command line), then runs trials until the
-study has its budget. Ctrl-C marks its running trial interrupted and exits 130.
+study has its budget. Ctrl-C or SIGTERM marks its running trial interrupted and exits 130.
 """
 
 from __future__ import annotations
@@ -25,14 +25,20 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_cli.config import load_config
     from recsys_cli.errors import RecsysError
     from recsys_cli.tuning.storage import ENV_STORAGE
-    from recsys_cli.tuning.study import STUDY_JSON, STUDY_YAML, work
+    from recsys_cli.tuning.study import (
+        STUDY_JSON,
+        STUDY_YAML,
+        terminate_as_interrupt,
+        work,
+    )
 
     console.set_quiet(True)
     try:
         config = load_config(args.study_dir / STUDY_YAML, env={})
         name = json.loads((args.study_dir / STUDY_JSON).read_text())["study_name"]
-        work(config, name, os.environ.get(ENV_STORAGE) or None, args.study_dir, worker=args.worker,
-             threads=args.threads)
+        with terminate_as_interrupt():
+            work(config, name, os.environ.get(ENV_STORAGE) or None, args.study_dir, worker=args.worker,
+                 threads=args.threads)
     except KeyboardInterrupt:
         return 130
     except RecsysError as exc:
