@@ -142,6 +142,9 @@ def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int
         raise RecsysError(f"{config.model.name} runs report their metrics during training",
                           hint=f"read {run.path / 'metrics.csv'}")
     if not (run.path / "model" / "model.pt").is_file():
+        if not config.run.save_model:
+            raise RecsysError(f"{run.path} has no saved model: it ran with run.save_model: false",
+                              hint="rerun it with --set run.save_model=true to evaluate it again later")
         raise RecsysError(f"{run.path} has no saved model (model/model.pt)",
                           hint="the run did not finish fitting; rerun recsys train")
     from recsys_cli.data import load_split_for_run

@@ -82,6 +82,34 @@ def environment(device: str | None = None) -> dict[str, Any]:
     }
 
 
+def dataset_tag(dataset: str) -> str:
+    """A short data set label for run names: movielens-100k → ml100k, synthetic → synthetic."""
+    return dataset.replace("movielens-", "ml")
+
+
+def run_label(config: Config) -> str:
+    """The run name's middle part: the experiment name, then the model and data set it actually used.
+
+    Each is added only when the name does not already say it, so ``name: ease`` with
+    ``--set data.dataset=movielens-100k`` gives ``ease-ml100k``, and a name that hard-codes a data set
+    another --set replaced cannot mislead (``ease-ml10m`` run on ML-100K reads ``ease-ml10m-ml100k``).
+    """
+    from recsys_cli.models.registry import get_model_class
+
+    default_name = type(config.experiment).model_fields["name"].default
+    parts = [] if config.experiment.name == default_name else [config.experiment.name]
+    if config.model.name not in config.experiment.name:
+        parts.append(config.model.name)
+    try:
+        uses_data = get_model_class(config.model.name).task == "recommendation"
+    except ValueError:
+        uses_data = True
+    tag = dataset_tag(config.data.dataset)
+    if uses_data and tag not in config.experiment.name.split("-"):
+        parts.append(tag)
+    return "-".join(parts)
+
+
 class RunDirectory:
     """A run's folder and its lifecycle: ``running`` → ``succeeded`` | ``failed`` | ``interrupted``."""
 
@@ -94,7 +122,7 @@ class RunDirectory:
     def create(cls, config: Config, *, runs_dir: Path | None = None) -> RunDirectory:
         runs_dir = Path(runs_dir or config.experiment.runs_dir)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        base = f"{stamp}-{config.experiment.name}-{config_hash(config)}"
+        base = f"{stamp}-{run_label(config)}-{config_hash(config)}"
         runs_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(1000):
             name = base if attempt == 0 else f"{base}-{attempt + 1}"

@@ -194,7 +194,7 @@ def test_bad_run_directories_exit_2(fixed_runs, tmp_path):
     no_model = runner.invoke(app, ["evaluate", str(unfitted)])
     assert no_model.exit_code == 2 and "has no saved model" in no_model.stderr
     bad_split = runner.invoke(app, ["evaluate", str(unfitted), "--split", "train"])
-    assert bad_split.exit_code == 2 and "--split val or --split test" in bad_split.stderr
+    assert bad_split.exit_code == 2 and "'train' is not one of 'val'," in bad_split.output
     bad_cutoffs = runner.invoke(app, ["evaluate", str(unfitted), "--cutoffs", "a,b"])
     assert bad_cutoffs.exit_code == 2 and "comma-separated" in bad_cutoffs.stderr
 

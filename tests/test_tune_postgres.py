@@ -128,8 +128,8 @@ def test_two_machines_share_a_study_and_run_exactly_the_requested_trials(postgre
     assert sorted(t.number for t in trials) == list(range(8))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     # every trial ran once: one run directory per trial number across both machines
-    run_dirs = sorted((tmp_path / "runs-a").glob("*-pg-tune/trials/*-pg-trial*")) + \
-        sorted((tmp_path / "runs-b").glob("*-pg-tune/trials/*-pg-trial*"))
+    run_dirs = sorted((tmp_path / "runs-a").glob("*-pg-ease-synthetic-tune/trials/*-pg-trial*")) + \
+        sorted((tmp_path / "runs-b").glob("*-pg-ease-synthetic-tune/trials/*-pg-trial*"))
     numbers = sorted(int(p.name.split("-trial")[1][:4]) for p in run_dirs)
     assert numbers == list(range(8))
     assert {t.user_attrs["run_dir"] for t in trials} == {str(p) for p in run_dirs}
@@ -138,7 +138,7 @@ def test_two_machines_share_a_study_and_run_exactly_the_requested_trials(postgre
         for file, text in _files_text(tmp_path / f"runs-{machine}"):
             assert PASSWORD not in text, file
     assert all(PASSWORD not in text for text in outputs)
-    study_json = next((tmp_path / "runs-a").glob("*-pg-tune/study.json")).read_text()
+    study_json = next((tmp_path / "runs-a").glob("*-pg-ease-synthetic-tune/study.json")).read_text()
     assert "postgres:***@127.0.0.1" in study_json
 
 

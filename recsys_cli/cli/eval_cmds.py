@@ -6,16 +6,17 @@ from pathlib import Path
 
 import typer
 
-from recsys_cli import console, experiment
-from recsys_cli.cli.common import JsonOption, QuietOption, SetOption, handle_errors, parse_cutoffs, print_json
+from recsys_cli import console
+from recsys_cli.cli.common import HeldOut, JsonOption, QuietOption, SetOption, VerboseOption, handle_errors, parse_cutoffs, print_json
 from recsys_cli.errors import ConfigError, RunFailed
 
 
 @handle_errors
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory made by recsys train/run (or runs/latest)."),
-    split: str | None = typer.Option(
-        None, "--split", help="Held-out part to evaluate on: val or test (default: the config's evaluation.split)."
+    split: HeldOut | None = typer.Option(
+        None, "--split",
+        help="Held-out part to evaluate on (default: the config's evaluation.split).",
     ),
     cutoffs: str | None = typer.Option(
         None, "--cutoffs", help="Comma-separated cutoffs, e.g. 5,10,20 (default: the config's evaluation.cutoffs)."
@@ -27,18 +28,20 @@ def evaluate(
     overrides: list[str] = SetOption,
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Evaluate a trained run from its saved model, without refitting.
 
     Writes metrics.csv (tidy: cutoff, metric, value), metrics.json and metrics.md into the run
     directory (metrics-val.* for --split val) and prints the key columns; docs/metrics.md defines
     all 27 columns.
+
+    Example: recsys evaluate runs/latest --cutoffs 5,10,20 --assert "NDCG@10>=0.25"
     """
+    from recsys_cli import experiment
     from recsys_cli.evaluation.report import parse_assertion
 
-    console.set_quiet(quiet)
-    if split is not None and split not in ("val", "test"):
-        raise ConfigError(f"--split {split!r} is not a held-out part", hint="use --split val or --split test")
+    console.set_verbosity(quiet=quiet, verbose=verbose)
     checks = [parse_assertion(text) for text in assertions]
     wanted = parse_cutoffs(cutoffs)
     if checks:
@@ -54,7 +57,7 @@ def evaluate(
 
             configured = RunDirectory.open(run_dir).config(overrides).evaluation.cutoffs
             wanted = sorted(set(configured) | set(needed))
-    result = experiment.evaluate(run_dir, split=split, cutoffs=wanted, overrides=overrides)
+    result = experiment.evaluate(run_dir, split=split.value if split else None, cutoffs=wanted, overrides=overrides)
     evaluation = result.metrics
     console.success(f"metrics written to {result.run_dir}")
 
@@ -92,11 +95,14 @@ def compare(
     ),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Leaderboard of several runs: model, data set, split fingerprint, metrics, fit and evaluation time.
 
     Sorted by the first metric, best first. Reads each run's metrics.csv (or metrics-val.csv),
     env.json and timing.json; writes compare.csv and compare.md.
+
+    Example: recsys compare 'runs/*ease*' --metrics NDCG@10,RECALL@10
     """
     from recsys_cli.evaluation.compare import (
         expand_run_dirs,
@@ -106,7 +112,7 @@ def compare(
         write_leaderboard,
     )
 
-    console.set_quiet(quiet)
+    console.set_verbosity(quiet=quiet, verbose=verbose)
     specs = parse_metric_specs(metrics)
     runs = expand_run_dirs(run_dirs)
     table = leaderboard(runs, specs)

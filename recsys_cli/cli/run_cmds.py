@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from recsys_cli import console, experiment
-from recsys_cli.cli.common import ConfigArgument, JsonOption, QuietOption, SetOption, handle_errors, load, print_json
+from recsys_cli import console
+from recsys_cli.cli.common import ConfigArgument, JsonOption, QuietOption, SetOption, VerboseOption, handle_errors, load, print_json
+
+if TYPE_CHECKING:
+    from recsys_cli import experiment
 
 
 def _result_json(result: experiment.RunResult) -> dict:
@@ -31,13 +35,18 @@ def train(
     ),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Fit the model of CONFIG and save it in a new run directory (splitting the data first if needed).
 
     Recommenders are evaluated later with `recsys evaluate RUN_DIR`; mlp-iris reports its test
     accuracy at the end of training. Use `recsys run` to train and evaluate in one go.
+
+    Example: recsys train configs/dae.yaml --set training.epochs=5
     """
-    console.set_quiet(quiet)
+    from recsys_cli import experiment
+
+    console.set_verbosity(quiet=quiet, verbose=verbose)
     result = experiment.train(load(config, overrides), resume=resume)
     console.success(f"run finished: {result.run_dir}")
     if as_json:
@@ -50,13 +59,18 @@ def run(
     overrides: list[str] = SetOption,
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Split (if needed), train and evaluate CONFIG in one go: the everyday command.
 
     Leaves config.yaml, env.json, log.txt, status.json, timing.json, the saved model and
     metrics.csv/.json/.md in runs/<UTC time>-<name>-<hash>/ (runs/latest points at it).
+
+    Example: recsys run configs/ease.yaml --set data.dataset=movielens-100k
     """
-    console.set_quiet(quiet)
+    from recsys_cli import experiment
+
+    console.set_verbosity(quiet=quiet, verbose=verbose)
     result = experiment.run(load(config, overrides))
     console.success(f"run finished: {result.run_dir}")
     if as_json:

@@ -39,6 +39,7 @@ def tune(
     overrides: list[str] = SetOption,
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Search the config's search.space with Optuna, on validation only; then best.yaml and a refit on test.
 
@@ -46,10 +47,12 @@ def tune(
     split; trainable models report every validation value, and pruned trials stop at once. At the end:
     trials.csv, plots/, best.yaml and the best config refitted and evaluated on test. Rerunning the
     same command resumes the study.
+
+    Example: recsys tune configs/search/ease.yaml --trials 30 --set data.dataset=movielens-100k
     """
     from recsys_cli.tuning import tune as run_tune
 
-    console.set_quiet(quiet)
+    console.set_verbosity(quiet=quiet, verbose=verbose)
     outcome = run_tune(load(config, overrides), trials=trials, jobs=jobs, storage=storage, study=study, refit=refit)
     console.success(f"study {outcome.study_name}: {outcome.trials} trials ({_states(outcome.states)}); "
                     f"report in {outcome.study_dir}")
@@ -71,16 +74,19 @@ def sweep(
     overrides: list[str] = SetOption,
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Run every combination of the --grid values (and --seeds) as an ordinary run; print the leaderboard.
 
     Runs go to runs/<time>-<name>-sweep/, evaluated as the config says (test by default), with
     compare.csv and compare.md beside them.
+
+    Example: recsys sweep configs/ease.yaml --grid model.l2_norm=100,500,1000 --seeds 0,1,2
     """
     from recsys_cli.tuning.sweep import parse_grid, parse_seeds
     from recsys_cli.tuning.sweep import sweep as run_sweep
 
-    console.set_quiet(quiet)
+    console.set_verbosity(quiet=quiet, verbose=verbose)
     folder, table = run_sweep(load(config, overrides), parse_grid(grid), seeds=parse_seeds(seeds))
     console.success(f"sweep of {len(table)} runs: {folder}")
     if as_json:

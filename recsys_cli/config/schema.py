@@ -14,15 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validat
 from recsys_cli.config.search import SearchConfig
 
 
-class Section(BaseModel):
-    """Base of every config section: strict about unknown keys, validated on assignment."""
+MAX_NAME_LENGTH = 100  # run directory names must stay well under the file systems' 255 bytes
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+class Section(BaseModel):
+    """Base of every config section: strict about unknown keys and non-finite floats, validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class ExperimentConfig(Section):
     name: str = Field("experiment", description="Experiment name; part of the run directory's name.")
-    seed: int = Field(42, description="Seeds Python, NumPy and torch, and the data split.")
+    seed: int = Field(42, ge=0, lt=2**63, description="Seeds Python, NumPy and torch, and the data split.")
     runs_dir: Path = Field(Path("runs"), description="Where run directories are created (env RECSYS_RUNS_DIR).")
 
     @field_validator("name")
@@ -30,6 +33,9 @@ class ExperimentConfig(Section):
     def _name_is_path_safe(cls, value: str) -> str:
         if not value or any(c in value for c in '/\\:*?"<>|') or value.strip() != value:
             raise ValueError("must be non-empty, without spaces at the ends or any of / \\ : * ? \" < > |")
+        if len(value) > MAX_NAME_LENGTH or not value.isprintable():
+            raise ValueError(f"must be at most {MAX_NAME_LENGTH} printable characters (no tabs, newlines or "
+                             "control characters)")
         return value
 
 
@@ -130,6 +136,16 @@ class DeviceConfig(Section):
     tf32: bool = Field(False, description="Allow TF32 matmuls on CUDA (faster, less exact float32).")
 
 
+class RunConfig(Section):
+    save_model: bool = Field(
+        True, description="Save the fitted model in the run directory (needed by recsys evaluate; EASE on ML-10M "
+        "writes ~456 MB)."
+    )
+    plot_formats: list[Literal["png", "pdf", "svg"]] = Field(
+        ["png"], min_length=1, description="Files written for each plot (training curve, bench-dtype): png, pdf, svg."
+    )
+
+
 class ModelConfig(Section):
     """Base of every model's hyperparameter schema; subclasses fix ``name`` to their registered name."""
 
@@ -143,6 +159,7 @@ class Config(Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     device: DeviceConfig = Field(default_factory=DeviceConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
     # read by `recsys tune` only; left out of dumps so a trial's config.yaml and hash are a plain run's
     search: SearchConfig = Field(default_factory=SearchConfig, exclude=True)
 

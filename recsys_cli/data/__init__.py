@@ -12,15 +12,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recsys_cli import console
-from recsys_cli.data.dataset import Dataset, Split
 from recsys_cli.data.registry import DATASETS, KNOWN_NAMES, SYNTHETIC, check_name, get_spec
 from recsys_cli.errors import DataError
 
+if TYPE_CHECKING:
+    from recsys_cli.data.dataset import Dataset, Split
+
 __all__ = ["Dataset", "Split", "KNOWN_NAMES", "load_dataset", "get_split", "load_split_for_run",
            "print_cached_statistics", "resolve_data_dir", "prepare_dataset"]
+
+
+def __getattr__(name: str) -> Any:
+    # Dataset and Split import NumPy and SciPy: loaded on first use, so that the CLI's help and the
+    # data set names (recsys_cli.data.registry) stay light
+    if name in ("Dataset", "Split"):
+        from recsys_cli.data import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_data_dir(data_config) -> Path:
@@ -65,22 +77,25 @@ def prepare_dataset(name: str, data_dir: Path, *, source: str | None = None, md5
         if dataset is None:
             if problem:
                 console.warn(f"processed cache {directory} failed its check ({problem}); building it again")
-            dataset = synthetic.generate(synthetic_config, seed)
+            with console.spinner("generating the synthetic data set"):
+                dataset = synthetic.generate(synthetic_config, seed)
             cache.write_cache(directory, dataset, source={
                 "kind": "synthetic", "location": "synthetic", "params": synthetic.params_of(synthetic_config, seed)})
-            console.info(f"Saving complete! ({directory})")
+            console.debug(f"Saving complete! ({directory})")
     else:
         spec = get_spec(name)
         directory = data_dir / name
         wanted = None
         if source is not None:
             wanted = source if download.is_url(source) else str(Path(source).expanduser().resolve())
-        dataset, problem = (None, None) if force else _load_cached(directory, source_wanted=wanted)
+        with console.spinner(f"checking the processed cache {directory}"):
+            dataset, problem = (None, None) if force else _load_cached(directory, source_wanted=wanted)
         if dataset is None:
             if problem:
                 console.warn(f"processed cache {directory} cannot be used ({problem}); rebuilding it from the zip")
             fetched = download.obtain(spec, data_dir, source=source, md5=md5, verify=verify, force=force)
-            dataset = readers.read_zip(fetched.path, spec, local_source=not download.is_url(fetched.source))
+            with console.spinner(f"parsing {fetched.path.name}"):
+                dataset = readers.read_zip(fetched.path, spec, local_source=not download.is_url(fetched.source))
             source_info: dict[str, Any] = {
                 "kind": "zip", "location": fetched.source, "zip": str(fetched.path), "md5": fetched.md5,
                 "expected_md5": fetched.expected_md5, "verified": fetched.verified, "verification": fetched.note,
@@ -88,20 +103,23 @@ def prepare_dataset(name: str, data_dir: Path, *, source: str | None = None, md5
             if not fetched.verified:
                 dataset.manifest.setdefault("warnings", []).append(f"source zip {fetched.note}")
             cache.write_cache(directory, dataset, source=source_info)
-            console.info(f"Saving complete! ({directory})")
+            console.debug(f"Saving complete! ({directory})")
         else:
             console.info(f"{spec.course_name}: loaded the processed cache {directory} (checked)")
-    if statistics:
-        stats.print_statistics(dataset)
+    # the statistics are what `recsys download` is for; inside a run they are a detail (-v)
+    stats.print_statistics(dataset, detail=not statistics)
     return dataset
 
 
 def load_dataset(data_config, *, seed: int | None = None) -> Dataset:
-    """The data set ``data_config`` names, from the cache or freshly obtained; prints its statistics."""
-    return prepare_dataset(
-        data_config.dataset, resolve_data_dir(data_config), source=data_config.source, md5=data_config.md5,
-        verify=data_config.verify, synthetic_config=data_config.synthetic, seed=seed,
-    )
+    """The data set ``data_config`` names, from the cache or freshly obtained (statistics at -v)."""
+    from recsys_cli.data.download import options_from_config
+
+    with options_from_config():
+        return prepare_dataset(
+            data_config.dataset, resolve_data_dir(data_config), source=data_config.source, md5=data_config.md5,
+            verify=data_config.verify, synthetic_config=data_config.synthetic, seed=seed, statistics=False,
+        )
 
 
 def get_split(dataset: Dataset, data_config, *, seed: int) -> Split:

@@ -124,6 +124,10 @@ def _as_csr(matrix: Any, name: str) -> sp.csr_matrix:
         raise DataError(f"{name} must be a scipy sparse matrix, not {type(matrix).__name__}",
                         hint="pass a users × items scipy.sparse.csr_matrix")
     out = sp.csr_matrix(matrix, dtype=np.float64, copy=True)
+    n_bad = int(np.count_nonzero(~np.isfinite(out.data)))
+    if n_bad:  # NaN gains would leave empty metric cells; refuse instead
+        raise DataError(f"{name} holds {n_bad} non-finite value(s) (NaN or ±inf)",
+                        hint="check the split's matrices for NaN or infinite ratings")
     out.sum_duplicates()
     out.eliminate_zeros()
     out.sort_indices()
@@ -180,8 +184,10 @@ def evaluate(
     fresh_scores = isinstance(model_or_scorer, Recommender)
     ignored_users = _index_list(ignore_users, n_rows, "ignore_users")
     ignored_items = _index_list(ignore_items, n_items, "ignore_items")
+    # a final evaluation says whom it leaves out; the per-epoch validations of training say it at -v
+    note = console.info if progress else console.debug
     if ignored_items.size:
-        console.info(f"{PREFIX}Ignoring {ignored_items.size} Items")
+        note(f"{PREFIX}Ignoring {ignored_items.size} Items")
         keep = np.ones(n_items, dtype=bool)
         keep[ignored_items] = False
         test = sp.csr_matrix(test @ sp.diags(keep.astype(np.float64)))
@@ -195,10 +201,10 @@ def evaluate(
     enough = n_test >= min_ratings_per_user
     n_skipped = int(n_rows - enough.sum())
     if n_skipped:
-        console.info(f"{PREFIX}Ignoring {n_skipped} ({100 - enough.sum() / n_rows * 100:4.1f}%) Users that have "
-                     f"less than {min_ratings_per_user} test interactions")
+        note(f"{PREFIX}Ignoring {n_skipped} ({100 - enough.sum() / n_rows * 100:4.1f}%) Users that have "
+              f"less than {min_ratings_per_user} test interactions")
     if ignored_users.size:
-        console.info(f"{PREFIX}Ignoring {ignored_users.size} Users")
+        note(f"{PREFIX}Ignoring {ignored_users.size} Users")
         enough_kept = enough.copy()
         enough_kept[ignored_users] = False
     else:
@@ -245,6 +251,7 @@ def evaluate(
                 raise RunFailed(f"the model returned scores of shape {tuple(scores.shape)} for "
                                 f"{len(block_users)} users; expected ({len(block_users)}, {n_items})",
                                 hint="score() must return one row per user and one column per item")
+            _check_finite(scores, block_users)
             if work_device is not None and scores.device != work_device:
                 scores = scores.to(work_device)
             dev = scores.device
@@ -277,7 +284,7 @@ def evaluate(
                 bar.update(task, completed=done, rate=f"{done / max(elapsed, 1e-9):,.0f} users/s")
             if now - last_print > PRINT_EVERY_SECONDS or done == len(users):
                 value, unit = _unit(elapsed)
-                console.info(f"{PREFIX}Processed {done} ({100.0 * done / len(users):4.1f}%) in {value:.2f} {unit}. "
+                console.debug(f"{PREFIX}Processed {done} ({100.0 * done / len(users):4.1f}%) in {value:.2f} {unit}. "
                              f"Users per second: {done / max(elapsed, 1e-9):.0f}")
                 last_print = now
     finally:
@@ -309,6 +316,22 @@ def evaluate(
         table=table, n_users_evaluated=n_eval, n_users_skipped=n_skipped, seconds=seconds,
         users_per_second=n_eval / seconds if seconds > 0 else math.inf, block_size=block,
     )
+
+
+def _check_finite(scores: torch.Tensor, block_users: np.ndarray) -> None:
+    """Refuse NaN and +inf scores (-inf is how a model excludes an item); one cheap pass per block."""
+    if bool(torch.isfinite(scores).all()):
+        return
+    nan, posinf = torch.isnan(scores), torch.isposinf(scores)
+    counts = [(int(nan.sum()), "NaN"), (int(posinf.sum()), "+inf")]
+    found = [f"{n} {what}" for n, what in counts if n]
+    if not found:
+        return
+    row, item = (int(v) for v in torch.nonzero(nan | posinf)[0])
+    raise RunFailed(f"the model's scores hold {' and '.join(found)} value(s) in a block of {len(block_users)} users "
+                    f"(the first for user {int(block_users[row])}, item {item})",
+                    hint="the fit diverged or overflowed: lower training.learning_rate, use device.dtype=float32, "
+                         "or check the training data for non-finite values")
 
 
 def _no_autocast(device: torch.device):

@@ -23,7 +23,7 @@ def prepare_split(config: Config, run: RunDirectory | None = None):
 
     with phase("data_load"):
         dataset = load_dataset(config.data, seed=config.experiment.seed)
-    with phase("split"):
+    with phase("split"), console.spinner("splitting"):
         split = get_split(dataset, config.data, seed=config.experiment.seed)
     if run is not None:
         run.update_env(split={"fingerprint": split.fingerprint, "directory": str(split.directory)})
@@ -45,13 +45,19 @@ def train(config: Config, run: RunDirectory, model_cls: type[Recommender], devic
         device=device, dtype=dtype, seed=config.experiment.seed, training=config.training,
         evaluation=config.evaluation, validation=split.val, run_dir=run.path, resume_from=resume_from,
         memory_budget_bytes=memory_budget(config, device), timing=run.timing, hooks=list(hooks or []),
+        plot_formats=tuple(config.run.plot_formats),
     )
     console.info(f"fitting {model_cls.name} on {split.train.shape[0]} users × {split.train.shape[1]} items, "
                  f"{split.train.nnz} training interactions")
-    with run.timing.phase("fit"):
+    # trainable models draw their own per-epoch bars; a closed-form fit gets a spinner
+    fitting = contextlib.nullcontext() if model_cls.trainable else console.spinner(f"fitting {model_cls.name}")
+    with run.timing.phase("fit"), fitting:
         model.fit(split.train, ctx)
     console.info(f"fit done in {run.timing.phases['fit']:.2f} s")
-    model.save(run.path / "model")
+    if config.run.save_model:
+        model.save(run.path / "model")
+    else:
+        console.info("run.save_model is false: the fitted model is not saved (recsys evaluate cannot reload it)")
     if not evaluate:
         return None
     return evaluate_model(config, run, model, split)

@@ -87,7 +87,7 @@ def _print_table(frame: pd.DataFrame, config: Config, top: int = 10) -> None:
         table.add_column(col.removeprefix("param."), justify="right" if col != "state" else "left")
     for _, row in shown.iterrows():
         table.add_row(*[_fmt(row[c]) for c in ["number", "state", "value", *params, "seconds"]])
-    if not console._quiet:
+    if console.screen_level() <= console.NORMAL:
         console.console.print(table)
 
 
@@ -148,9 +148,9 @@ def refit_best(chosen: Config, study_dir: Path, best: Any, *, how: str) -> tuple
 
 def _finished_refit(config: Config, study_dir: Path) -> Path | None:
     from recsys_cli.config import config_hash
-    from recsys_cli.rundir import RunDirectory
+    from recsys_cli.rundir import RunDirectory, run_label
 
-    for path in sorted(study_dir.glob(f"*-{config.experiment.name}-{config_hash(config)}*"), reverse=True):
+    for path in sorted(study_dir.glob(f"*-{run_label(config)}-{config_hash(config)}*"), reverse=True):
         run = RunDirectory(path)
         if run.status().get("status") == "succeeded" and (path / "model" / "model.pt").is_file():
             return path

@@ -77,15 +77,18 @@ def default_study_name(config: Config) -> str:
 
 def locate_study_dir(config: Config, study_name: str) -> Path:
     """The newest folder of this study under the runs folder (so rerunning resumes), else a new one."""
+    from recsys_cli.rundir import run_label
+
     runs_dir = Path(config.experiment.runs_dir)
-    for path in sorted(runs_dir.glob(f"*-{config.experiment.name}-tune"), reverse=True):
+    label = run_label(config)  # the name, and the model and data set when it does not say them
+    for path in sorted(runs_dir.glob(f"*-{label}-tune"), reverse=True):
         try:
             if json.loads((path / STUDY_JSON).read_text()).get("study_name") == study_name:
                 return path
         except (OSError, ValueError):
             continue
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = runs_dir / f"{stamp}-{config.experiment.name}-tune"
+    path = runs_dir / f"{stamp}-{label}-tune"
     path.mkdir(parents=True, exist_ok=True)  # two commands started in the same second share it
     return path
 
