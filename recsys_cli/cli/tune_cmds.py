@@ -12,6 +12,7 @@ from recsys_cli.cli.common import (
     JsonOption,
     QuietOption,
     SetOption,
+    VerboseOption,
     handle_errors,
     load,
     print_json,
