@@ -261,7 +261,7 @@ def tune(config: Config, *, trials: int | None = None, jobs: int = 1, storage: s
                             refit=None if interrupted else refit)
     outcome.interrupted = interrupted
     if interrupted:
-        raise RecsysError(f"interrupted (Ctrl-C) with {outcome.trials} of {n_trials} trials done",
+        raise RecsysError(f"interrupted (Ctrl-C or SIGTERM) with {outcome.trials} of {n_trials} trials done",
                           hint=f"rerun the same command to resume the study in {study_dir}", exit_code=2)
     return outcome
 
