@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
+from recsys_cli.config.search import SearchConfig
+
 
 MAX_NAME_LENGTH = 100  # run directory names must stay well under the file systems' 255 bytes
 
@@ -162,6 +164,8 @@ class Config(Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    # read by `recsys tune` only; left out of dumps so a trial's config.yaml and hash are a plain run's
+    search: SearchConfig = Field(default_factory=SearchConfig, exclude=True)
 
     @field_validator("model", mode="before")
     @classmethod
@@ -181,4 +185,8 @@ class Config(Section):
     def _check_cross_section(self) -> Config:
         if self.data.split.protocol == "import" and self.data.split.import_dir is None:
             raise ValueError("data.split.import_dir is required when data.split.protocol is 'import'")
+        if self.search.space:
+            from recsys_cli.config.search import check_space
+
+            check_space(self)
         return self
