@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from typing import IO
 
 from rich.console import Console
 from rich.progress import (
@@ -24,7 +25,7 @@ from rich.progress import (
 )
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
-_sinks: list[io.StringIO] = []
+_sinks: list[IO[str]] = []
 _quiet = False
 
 
@@ -67,6 +68,18 @@ def capture() -> Iterator[io.StringIO]:
         yield sink
     finally:
         _sinks.remove(sink)
+
+
+@contextlib.contextmanager
+def tee(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Append every line printed while active to the file ``path``, flushed line by line (a run's
+    log.txt: a killed process loses nothing it printed)."""
+    with open(path, "a", encoding="utf-8", buffering=1) as sink:
+        _sinks.append(sink)
+        try:
+            yield
+        finally:
+            _sinks.remove(sink)
 
 
 def progress_enabled() -> bool:

@@ -46,6 +46,10 @@ def train(config: Config, run: RunDirectory, model_cls: type[Recommender], devic
         evaluation=config.evaluation, validation=split.val, run_dir=run.path, resume_from=resume_from,
         memory_budget_bytes=memory_budget(config, device), timing=run.timing, hooks=list(hooks or []),
     )
+    if getattr(model_cls, "trainable", False):
+        from recsys_cli.memory import check_trainable
+
+        check_trainable(model, split.train, config.training.batch_size, ctx.memory_budget_bytes)
     console.info(f"fitting {model_cls.name} on {split.train.shape[0]} users × {split.train.shape[1]} items, "
                  f"{split.train.nnz} training interactions")
     with run.timing.phase("fit"):
@@ -58,7 +62,9 @@ def train(config: Config, run: RunDirectory, model_cls: type[Recommender], devic
 
 
 def evaluate_model(config: Config, run: RunDirectory, model: Recommender, split, *, which: str | None = None,
-                   cutoffs: list[int] | None = None):
+                   cutoffs: list[int] | None = None, overrides: list[str] | None = None):
+    """Evaluate and write the metrics files; ``overrides`` (a list) marks a re-evaluation written beside
+    the training-time table (see :func:`recsys_cli.evaluation.report.write_metrics`)."""
     from recsys_cli.evaluation import evaluate
     from recsys_cli.evaluation.report import print_table, write_metrics
 
@@ -77,7 +83,8 @@ def evaluate_model(config: Config, run: RunDirectory, model: Recommender, split,
             block_size=ev.user_batch_size, device=model.device,
         )
     run.timing.figures["evaluation_users_per_second"] = result.users_per_second
-    write_metrics(run.path, result, split_name=which, title=f"{config.experiment.name}: {model.name}")
+    result.extra["metrics_file"] = str(write_metrics(run.path, result, split_name=which, overrides=overrides,
+                                                     title=f"{config.experiment.name}: {model.name}"))
     print_table(result)
     return result
 
