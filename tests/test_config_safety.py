@@ -9,8 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recsys_cli.cli.app import app
-from recsys_cli.config import load_config
-from recsys_cli.config import loader
+from recsys_cli.config import load_config, loader
 from recsys_cli.errors import ConfigError
 
 runner = CliRunner()
