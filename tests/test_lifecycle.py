@@ -187,3 +187,16 @@ def test_point_latest_never_fails_a_run(tmp_path, monkeypatch):
     monkeypatch.setattr(rundir_mod.os, "replace", broken)
     monkeypatch.setattr(rundir_mod.atomic, "write_text", broken)
     run.point_latest()  # a warning, not an exception
+
+
+def test_info_counts_runs_by_status_with_dead_ones(runs_dir):
+    config = load_config(CONFIGS / "toppop.yaml", [f"experiment.runs_dir={runs_dir}"], env={})
+    finished, alive, gone = (RunDirectory.create(config) for _ in range(3))
+    finished.write_status("succeeded")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    gone.write_json("status.json", {**gone.status(), "pid": child.pid})
+    result = runner.invoke(app, ["info", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["runs"] == {"dead": 1, "running": 1, "succeeded": 1}
+    assert alive.status()["status"] == "running"
