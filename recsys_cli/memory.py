@@ -40,13 +40,39 @@ def trainable_plan(model: Any, train: Any, batch_size: int) -> tuple[int, str]:
         raise ResourceError(f"{model.name} cannot be built with these sizes ({type(exc).__name__}: {reason})",
                             hint="lower the model's layer sizes") from None
     element = torch.empty((), dtype=probe.param_dtype).element_size()
-    params = sum(p.numel() for p in probe.parameters())
-    widths = sum(m.out_features if isinstance(m, nn.Linear) else m.embedding_dim
-                 for m in probe.modules() if isinstance(m, (nn.Linear, nn.Embedding, nn.EmbeddingBag)))
+    params, widths = _sizes([probe])
     negatives = int(getattr(model.config, "num_negatives", 1)) * int(train.nnz)
     need = ADAM_COPIES * params * element + ACTIVATION_COPIES * batch_size * widths * element \
         + BYTES_PER_NEGATIVE * negatives
     return need, f"{params:,} parameters, batches of {batch_size:,}, {negatives:,} negatives per epoch"
+
+
+def _sizes(modules: list[Any]) -> tuple[int, int]:
+    """Parameters of ``modules``, and the outputs per sample of their Linear and Embedding layers."""
+    from torch import nn
+
+    params = sum(p.numel() for m in modules for p in m.parameters())
+    widths = sum(sub.out_features if isinstance(sub, nn.Linear) else sub.embedding_dim
+                 for m in modules for sub in m.modules() if isinstance(sub, (nn.Linear, nn.Embedding, nn.EmbeddingBag)))
+    return params, widths
+
+
+def check_constructed(model_cls: Any, config: Any, dtype: Any, batch_size: int, budget: int) -> None:
+    """The plan of a model that allocates in its constructor (mlp-iris): constructed on the meta device."""
+    import torch
+    from torch import nn
+
+    try:
+        with torch.device("meta"):
+            probe = model_cls(config, device=torch.device("meta"), dtype=dtype)
+    except (RuntimeError, ValueError, TypeError, OverflowError, MemoryError) as exc:
+        raise ResourceError(f"{model_cls.name} cannot be built with these sizes ({type(exc).__name__})",
+                            hint="lower the model's layer sizes") from None
+    params, widths = _sizes([m for m in vars(probe).values() if isinstance(m, nn.Module)])
+    element = torch.empty((), dtype=dtype).element_size()
+    need = ADAM_COPIES * params * element + ACTIVATION_COPIES * batch_size * widths * element
+    require(model_cls.name, need, budget, detail=f"{params:,} parameters, batches of {batch_size:,}",
+            hint="use smaller layers (model.hidden), or raise device.memory_budget_gb if the memory is free")
 
 
 def check_trainable(model: Any, train: Any, batch_size: int, budget: int | None) -> None:

@@ -62,3 +62,9 @@ def test_the_synthetic_generator_checks_its_memory_first():
         synthetic.generate(SyntheticConfig(n_users=10**7, n_items=10**7, n_interactions=10**12))
     small = SyntheticConfig(n_users=100, n_items=50, n_interactions=1000)
     assert synthetic.planned_bytes(small) == 6 * 8 * 100 * 50 + 8 * 150 * (8 + 4) + 12 * 8 * 1000
+
+
+def test_mlp_iris_with_huge_layers_exits_2_with_the_estimate(runs_dir):
+    result = runner.invoke(app, ["train", str(CONFIGS / "mlp-iris.yaml"), "--set", "model.hidden=[1000000000,1000000000]"])
+    assert result.exit_code == 2, result.stderr
+    assert "mlp-iris needs about" in result.stderr and "memory budget" in result.stderr
