@@ -28,7 +28,6 @@ def trainable_plan(model: Any, train: Any, batch_size: int) -> tuple[int, str]:
     nothing) times weights, gradients and Adam's moments, one batch of every layer's outputs, and an
     epoch of negative samples (``model.num_negatives`` per interaction, else one)."""
     import torch
-    from torch import nn
 
     probe = type(model)(model.config, device=torch.device("meta"), dtype=model.dtype, seed=model.seed)
     probe.n_users, probe.n_items = (int(x) for x in train.shape)
