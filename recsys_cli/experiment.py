@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from recsys_cli import console
+from recsys_cli import atomic, console
 from recsys_cli.config import Config
 from recsys_cli.devices import (
     configure_tf32,
