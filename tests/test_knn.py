@@ -166,7 +166,7 @@ def test_same_data_same_W_whatever_the_threads():
 def test_sparse_product_falls_back_to_the_public_api(monkeypatch):
     from scipy.sparse import _sparsetools
 
-    from recsys_cli.models._similarity import sparse_product_into
+    from recsys_cli.models._linalg import sparse_product_into
 
     left = sp.random(7, 30, density=0.3, format="csr", random_state=1, dtype=np.float32)
     right = sp.random(30, 11, density=0.3, format="csr", random_state=2, dtype=np.float32)

@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys_cli.models._linalg import HEAVY_USER_SHARE
+from recsys_cli.models._linalg import HEAVY_USER_SHARE, sparse_product_into
 
 SIMILARITIES = ("cosine", "adjusted", "asymmetric", "pearson", "jaccard", "tanimoto", "dice", "tversky")
 SET_BASED = ("jaccard", "tanimoto", "dice", "tversky")
@@ -88,31 +88,6 @@ def split_rows(X: sp.csr_matrix, Y: sp.csr_matrix | None = None) -> tuple[_Rows,
 
     first = parts(X)
     return first, (first if Y is None else parts(Y))
-
-
-def sparse_product_into(left: sp.csr_matrix, right: sp.csr_matrix, out: np.ndarray) -> None:
-    """out += left @ right for CSR operands and a dense C-ordered float32 ``out``.
-
-    The block is nearly dense, so SciPy's first pass (counting the product's nonzeros to size it)
-    buys nothing: its kernels are called directly with the dense size as the bound (38 % less CPU
-    than ``left @ right`` then ``toarray`` at ML-10M scale). Falls back to the public API if SciPy's
-    private kernels change.
-    """
-    rows, cols = out.shape
-    try:
-        from scipy.sparse import _sparsetools
-
-        index = np.int32 if rows * cols < 2**31 and max(left.nnz, right.nnz) < 2**31 else np.int64
-        Cp = np.empty(rows + 1, dtype=index)
-        Cj = np.empty(rows * cols, dtype=index)
-        Cx = np.empty(rows * cols, dtype=np.float32)
-        _sparsetools.csr_matmat(rows, cols, left.indptr.astype(index, copy=False),
-                                left.indices.astype(index, copy=False), left.data,
-                                right.indptr.astype(index, copy=False), right.indices.astype(index, copy=False),
-                                right.data, Cp, Cj, Cx)
-        _sparsetools.csr_todense(rows, cols, Cp, Cj, Cx, out)
-    except (ImportError, AttributeError, TypeError, ValueError):
-        out += (left @ right).toarray()
 
 
 def gram_block(A: _Rows, B: _Rows, a: int, b: int, start: int) -> torch.Tensor:
