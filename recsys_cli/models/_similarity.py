@@ -21,6 +21,7 @@ argpartition as in the course; only members tied with the K-th neighbour can dif
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -128,8 +129,16 @@ def map_gram_blocks(X: sp.csr_matrix, handle: Callable[[int, int, torch.Tensor],
             for k in range(len(edges) - 1):
                 yield one(k)
             return
+        # at most two blocks per thread in flight: results wait for the in-order merge, and at 70k
+        # columns each holds targets × K candidates (tens of MB)
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            yield from pool.map(one, range(len(edges) - 1))
+            pending: deque = deque()
+            for k in range(len(edges) - 1):
+                pending.append(pool.submit(one, k))
+                if len(pending) >= 2 * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
 
 class RunningTopK:
