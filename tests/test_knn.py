@@ -144,7 +144,7 @@ def test_blocked_engine_equals_the_dense_reference(similarity, topk):
     mask = rng.random((150, 60)) < 0.12
     mask[:4] |= rng.random((4, 60)) < 0.7  # heavy rows: the dense GEMM part of each block
     X = np.where(mask, rng.integers(1, 11, mask.shape) / 2, 0).astype(np.float32)
-    args = dict(shrink=3.0, asymmetric_alpha=0.3, tversky_alpha=0.6, tversky_beta=1.4)
+    args = {"shrink": 3.0, "asymmetric_alpha": 0.3, "tversky_alpha": 0.6, "tversky_beta": 1.4}
     ours = column_similarity(sp.csr_matrix(X), Similarity(similarity=similarity, **args), topk, width=9,
                              threads=2)
     expected = ref.compute_similarity(X, topK=topk, similarity=similarity, **args)
