@@ -14,8 +14,9 @@ a..b, candidates a..n) and, by symmetry, the columns right of it (targets b..n, 
 Each worker normalises its block and keeps a top-K per target; the main thread merges these into a
 running top-K per target in block order, so the result does not depend on thread timing.
 
-Ties at the K-th value: torch.topk's choice (deterministic for the same data), not NumPy's
-argpartition as in the course; only members tied with the K-th neighbour can differ.
+Ties at the K-th value: torch.topk's choice within a block, and a later block's candidate that ties
+the running K-th does not replace it (deterministic for the same data), not NumPy's argpartition as
+in the course; only members tied with the K-th neighbour can differ.
 """
 
 from __future__ import annotations
