@@ -147,6 +147,35 @@ def _scorer_of(model_or_scorer: Any) -> tuple[Scorer, torch.device | None]:
                       hint="pass a Recommender or a callable mapping a LongTensor of users to scores")
 
 
+def score_block(scorer: Scorer, block_users: np.ndarray, n_items: int, model_device: torch.device | None,
+                work_device: torch.device | None) -> torch.Tensor:
+    """Scores (len(block_users) × n_items) of one block, on ``work_device`` when given; the shape is checked."""
+    users_t = torch.from_numpy(block_users)
+    if model_device is not None:
+        users_t = users_t.to(model_device)
+    elif work_device is not None:
+        users_t = users_t.to(work_device)
+    with torch.no_grad():
+        scores = scorer(users_t)
+    if not isinstance(scores, torch.Tensor):
+        scores = torch.as_tensor(np.asarray(scores))
+    if tuple(scores.shape) != (len(block_users), n_items):
+        raise RunFailed(f"the model returned scores of shape {tuple(scores.shape)} for "
+                        f"{len(block_users)} users; expected ({len(block_users)}, {n_items})",
+                        hint="score() must return one row per user and one column per item")
+    _check_finite(scores, block_users)
+    if work_device is not None and scores.device != work_device:
+        scores = scores.to(work_device)
+    return scores
+
+
+def seen_pairs(seen: sp.csr_matrix, block_users: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (row in block, item) pairs of the block's training items: rank_block's ``mask_rows``/``mask_cols``."""
+    sub = seen[block_users]
+    rows = torch.from_numpy(np.repeat(np.arange(len(block_users)), np.diff(sub.indptr))).to(device)
+    return rows, torch.from_numpy(sub.indices.astype(np.int64)).to(device)
+
+
 def evaluate(
     model_or_scorer: Any,
     train: sp.spmatrix,
@@ -243,22 +272,7 @@ def evaluate(
             task = bar.add_task("evaluating", total=len(users), rate="")
         for lo in range(0, len(users), block):
             block_users = users[lo:lo + block]
-            users_t = torch.from_numpy(block_users)
-            if model_device is not None:
-                users_t = users_t.to(model_device)
-            elif work_device is not None:
-                users_t = users_t.to(work_device)
-            with torch.no_grad():
-                scores = scorer(users_t)
-            if not isinstance(scores, torch.Tensor):
-                scores = torch.as_tensor(np.asarray(scores))
-            if tuple(scores.shape) != (len(block_users), n_items):
-                raise RunFailed(f"the model returned scores of shape {tuple(scores.shape)} for "
-                                f"{len(block_users)} users; expected ({len(block_users)}, {n_items})",
-                                hint="score() must return one row per user and one column per item")
-            _check_finite(scores, block_users)
-            if work_device is not None and scores.device != work_device:
-                scores = scores.to(work_device)
+            scores = score_block(scorer, block_users, n_items, model_device, work_device)
             dev = scores.device
             if inputs is None:
                 metric_device = torch.device("cpu") if dev.type == "mps" else dev
@@ -272,11 +286,7 @@ def evaluate(
                                            device=metric_device)
                 if ignored_items.size:
                     ignore_t = torch.from_numpy(ignored_items).to(dev)
-            mask_rows = mask_cols = None
-            if exclude_seen:
-                sub = seen[block_users]
-                mask_rows = torch.from_numpy(np.repeat(np.arange(len(block_users)), np.diff(sub.indptr))).to(dev)
-                mask_cols = torch.from_numpy(sub.indices.astype(np.int64)).to(dev)
+            mask_rows, mask_cols = seen_pairs(seen, block_users, dev) if exclude_seen else (None, None)
             with _no_autocast(dev), _no_autocast(metric_device):
                 items, lengths = rank_block(scores, k_max, mask_rows=mask_rows, mask_cols=mask_cols,
                                             ignore_items=ignore_t, restore=not fresh_scores)

@@ -16,15 +16,15 @@ from recsys_cli.rundir import RunDirectory
 
 def prepare_split(config: Config, run: RunDirectory | None = None):
     """Load (downloading if needed) the data set and make or reuse the configured split."""
-    from recsys_cli.data import get_split, load_dataset
+    from recsys_cli.data import get_split, load_dataset, split_seed
 
     def phase(name: str) -> contextlib.AbstractContextManager:
         return run.timing.phase(name) if run is not None else contextlib.nullcontext()
 
     with phase("data_load"):
-        dataset = load_dataset(config.data, seed=config.experiment.seed)
+        dataset = load_dataset(config.data, seed=split_seed(config))
     with phase("split"), console.spinner("splitting"):
-        split = get_split(dataset, config.data, seed=config.experiment.seed)
+        split = get_split(dataset, config.data, seed=split_seed(config))
     if run is not None:
         run.update_env(split={"fingerprint": split.fingerprint, "directory": str(split.directory)})
     return dataset, split
@@ -60,7 +60,14 @@ def train(config: Config, run: RunDirectory, model_cls: type[Recommender], devic
         console.info("run.save_model is false: the fitted model is not saved (recsys evaluate cannot reload it)")
     if not evaluate:
         return None
-    return evaluate_model(config, run, model, split, dataset=dataset)
+    result = evaluate_model(config, run, model, split, dataset=dataset)
+    if config.evaluation.save_recommendations:
+        from recsys_cli.evaluation.recommend import DEFAULT_NAME, write_recommendations
+
+        with run.timing.phase("recommend"):
+            write_recommendations(config, model, split, run.path / DEFAULT_NAME, k=config.evaluation.save_recommendations,
+                                  exclude_seen=config.evaluation.exclude_seen, dataset=dataset)
+    return result
 
 
 def evaluate_model(config: Config, run: RunDirectory, model: Recommender, split, *, which: str | None = None,
