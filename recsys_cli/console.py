@@ -33,6 +33,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from recsys_cli.redact import redact
+
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 logger = logging.getLogger("recsys")
 logger.setLevel(logging.DEBUG)  # handlers filter: the screen by verbosity, run logs take everything
@@ -46,7 +48,7 @@ class _ScreenHandler(RichHandler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             style = _STYLES.get(getattr(record, "kind", ""), None)
-            console.print(self.format(record), style=style, markup=False, highlight=False)
+            console.print(redact(self.format(record)), style=style, markup=False, highlight=False)
         except Exception:  # noqa: BLE001 - logging must never raise into the program
             self.handleError(record)
 
@@ -60,7 +62,7 @@ class _SinkHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-        self.stream.write(f"{stamp} {record.getMessage()}\n")
+        self.stream.write(f"{stamp} {redact(record.getMessage())}\n")
         with contextlib.suppress(AttributeError, ValueError, OSError):
             self.stream.flush()
 
@@ -86,6 +88,17 @@ def screen_level() -> int:
 
 def _emit(text: str, level: int, kind: str = "") -> None:
     logger.log(level, text, extra={"kind": kind})
+
+
+@contextlib.contextmanager
+def muted() -> Iterator[None]:
+    """Nothing on the terminal, not even warnings, while active (the tuner's trials); logs get every line."""
+    before = _screen.level
+    _screen.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        _screen.setLevel(before)
 
 
 def debug(text: str) -> None:

@@ -29,6 +29,7 @@ import yaml
 from recsys_cli import atomic, console
 from recsys_cli.config import Config, config_hash, load_config, to_yaml
 from recsys_cli.errors import RecsysError
+from recsys_cli.redact import redact
 from recsys_cli.timing import Timing
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +77,7 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "device": device,
         "git_commit": git_commit(),
-        "command_line": shlex.join(sys.argv) if sys.argv else None,
+        "command_line": redact(shlex.join(sys.argv)) if sys.argv else None,
         "cwd": os.getcwd(),
     }
 

@@ -116,7 +116,7 @@ def test_a_failed_metrics_write_leaves_the_previous_files_whole(fixed_runs, monk
 
     run = fixed_runs()
     assert runner.invoke(app, ["evaluate", str(run)]).exit_code == 0
-    names = ("metrics.csv", "metrics.json", "metrics.md")
+    names = ("metrics.csv", "metrics.json", "metrics.md", "per-user.parquet")
     old = {name: (run / name).read_bytes() for name in names}
     before = sorted(p.name for p in run.iterdir())
 

@@ -41,7 +41,7 @@ def test_help_texts_keep_their_brackets():
 
 
 @pytest.mark.parametrize("command", ["download", "split", "train", "evaluate", "run", "compare", "bench-dtype",
-                                     "info", "models"])
+                                     "info", "models", "tune", "sweep"])
 def test_every_command_help_shows_an_example(command):
     result = runner.invoke(app, [command, "--help"], terminal_width=200)
     assert result.exit_code == 0

@@ -73,6 +73,9 @@ def test_identical_runs_give_p_1_and_no_mark(runs_dir, tmp_path):
         text = (tmp_path / f"t.{ext}").read_text()
         body = text.split("\n\n\\* p <")[0] if fmt == "md" else text.split("% ")[0]
         assert "*" not in body.replace("**", "")  # bold markers aside, no significance mark
+    for test in ("ttest", "bootstrap"):
+        other = invoke(base, same, "--baseline", base, "--test", test, "--output", tmp_path / f"{test}.csv", "--json")
+        assert [s["p_value"] for s in json.loads(other.stdout)["statistics"]] == [1.0] * 4
     csv = pd.read_csv(tmp_path / "t.csv")
     assert list(csv["model.l2_norm"]) == [1.0, 2.0] or list(csv["model.l2_norm"]) == [2.0, 1.0]
     assert csv["NDCG@10 sig"].isna().all() and (csv["NDCG@10 p"].dropna() == 1.0).all()
@@ -194,7 +197,9 @@ def test_output_goes_to_the_runs_folder_and_never_over_a_users_file(runs_dir, tm
     forced = invoke(run, "--output", mine, "--force")
     assert forced.exit_code == 0 and "NDCG@10" in mine.read_text()
     bad = invoke(run, "--format", "xlsx")
-    assert bad.exit_code == 2 and "--format 'xlsx' is not one of csv, md, latex" in bad.stderr
+    assert bad.exit_code == 2 and "'xlsx' is not one of 'csv'," in bad.output
+    bad = invoke(run, "--test", "anova")
+    assert bad.exit_code == 2 and "'anova' is not one of" in bad.output
 
 
 def test_the_terminal_table_fits_80_columns(runs_dir, tmp_path):
@@ -252,3 +257,18 @@ def test_run_status_of_a_non_object_status_json_is_unknown(runs_dir):
     run = make_run(runs_dir, "odd", NOISE)
     (run / "status.json").write_text("[1, 2]")
     assert RunDirectory.open(run).status() == {"status": "unknown"}
+
+
+def test_a_seed_group_folder_stands_for_its_member_runs(runs_dir, tmp_path):
+    members = [make_run(runs_dir, "ease", NOISE, seed=s) for s in (0, 1)]
+    group = runs_dir / "20250101T000000Z-ease-seeds"
+    group.mkdir()
+    for seed, member in zip((0, 1), members):
+        (group / f"seed-{seed}").symlink_to(Path("..") / member.name, target_is_directory=True)
+    (group / "members.csv").write_text("seed,run_dir\n")
+    out = invoke(group, "--output", tmp_path / "s.csv", "--json")
+    assert out.exit_code == 0, out.stderr
+    rows = json.loads(out.stdout)["rows"]
+    assert [r["run"] for r in rows] == [";".join(m.name for m in members)] and rows[0]["seeds"] == "0,1"
+    every = invoke(runs_dir / "*", "--output", tmp_path / "t.csv", "--json")  # members listed once
+    assert json.loads(every.stdout)["rows"][0]["run"] == rows[0]["run"]

@@ -10,8 +10,17 @@ from __future__ import annotations
 import typer
 
 from recsys_cli import __version__
-from recsys_cli.cli import bench_cmd, config_cmds, data_cmds, eval_cmds, info_cmd, run_cmds
-from recsys_cli.cli import export_cmd, recommend_cmd
+from recsys_cli.cli import (
+    bench_cmd,
+    config_cmds,
+    data_cmds,
+    eval_cmds,
+    export_cmd,
+    info_cmd,
+    recommend_cmd,
+    run_cmds,
+    tune_cmds,
+)
 from recsys_cli.cli.common import literal_help
 
 app = typer.Typer(
@@ -55,6 +64,8 @@ def _register() -> None:
     app.add_typer(config_cmds.app, name="config")
     command("info", info_cmd.info)
     command("models", info_cmd.models)
+    command("tune", tune_cmds.tune)
+    command("sweep", tune_cmds.sweep)
 
 
 _register()

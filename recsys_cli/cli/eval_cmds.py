@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -9,6 +10,26 @@ import typer
 from recsys_cli import console
 from recsys_cli.cli.common import HeldOut, JsonOption, QuietOption, SetOption, VerboseOption, handle_errors, parse_cutoffs, print_json
 from recsys_cli.errors import ConfigError, RunFailed
+
+
+class PairedTest(str, Enum):
+    """Choices of compare --test (evaluation/stats.py)."""
+
+    wilcoxon = "wilcoxon"
+    ttest = "ttest"
+    bootstrap = "bootstrap"
+
+
+class Correction(str, Enum):
+    holm = "holm"
+    bonferroni = "bonferroni"
+    none = "none"
+
+
+class TableFormat(str, Enum):
+    csv = "csv"
+    md = "md"
+    latex = "latex"
 
 
 @handle_errors
@@ -93,12 +114,12 @@ def compare(
     baseline: Path | None = typer.Option(
         None, "--baseline", help="Test every other run (or seed group) against this run, paired over users."
     ),
-    test: str = typer.Option("wilcoxon", "--test", help="Paired test: wilcoxon, ttest or bootstrap."),
-    correction: str = typer.Option(
-        "holm", "--correction", help="Multiple-testing correction over all tests: holm, bonferroni or none."
+    test: PairedTest = typer.Option(PairedTest.wilcoxon, "--test", help="Paired test: wilcoxon, ttest or bootstrap."),
+    correction: Correction = typer.Option(
+        Correction.holm, "--correction", help="Multiple-testing correction over all the table's tests: holm, bonferroni or none."
     ),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level (after the correction)."),
-    fmt: str | None = typer.Option(
+    fmt: TableFormat | None = typer.Option(
         None, "--format", help="File format: csv, md or latex (default: from --output's extension, else csv)."
     ),
     output: Path | None = typer.Option(
@@ -125,11 +146,11 @@ def compare(
 
     console.set_verbosity(quiet=quiet, verbose=verbose)
     specs = parse_metric_specs(metrics)
-    file_format = compare_tables.resolve_format(fmt, output)
+    file_format = compare_tables.resolve_format(fmt.value if fmt else None, output)
     runs = expand_run_dirs(run_dirs)
     base = RunDirectory.open(baseline) if baseline is not None else None
-    comparison = compare_runs(runs, specs, baseline=base, test=test, correction=correction, alpha=alpha,
-                              keep_all=keep_all)
+    comparison = compare_runs(runs, specs, baseline=base, test=test.value, correction=correction.value,
+                              alpha=alpha, keep_all=keep_all)
     files = compare_tables.write(comparison, file_format, output, force=force)
     compare_tables.print_table(comparison, files)
     console.success(f"{len(comparison.entries)} rows written to {', '.join(str(f) for f in files)}")

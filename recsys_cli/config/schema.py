@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
+from recsys_cli.config.search import SearchConfig
+
 
 MAX_NAME_LENGTH = 100  # run directory names must stay well under the file systems' 255 bytes
 
@@ -79,7 +81,11 @@ class EarlyStoppingConfig(Section):
     cutoff: int = Field(10, ge=1, description="Cutoff of the validation metric.")
     patience: int = Field(5, ge=1, description="Evaluations without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest increase that counts as an improvement.")
-    min_epochs: int = Field(0, ge=0, description="Never stop early before this many epochs (the LightGCN paper: 250).")
+    min_epochs: int = Field(0, ge=0, description="Never stop early before this many epochs.")
+    patience_epochs: int | None = Field(
+        None, ge=1, description="Stop when this many epochs pass after the best one (counted in epochs, whatever "
+        "the evaluation schedule); replaces patience when set."
+    )
 
 
 class TrainingConfig(Section):
@@ -91,6 +97,9 @@ class TrainingConfig(Section):
     momentum: float = Field(0.0, ge=0, lt=1, description="Momentum (sgd only).")
     grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
     eval_every: int = Field(1, ge=1, description="Validate every this many epochs.")
+    eval_every_epoch_until: int = Field(
+        0, ge=0, description="Validate after every epoch up to this one, then every eval_every epochs."
+    )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
 
 
@@ -155,6 +164,8 @@ class Config(Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    # read by `recsys tune` only; left out of dumps so a trial's config.yaml and hash are a plain run's
+    search: SearchConfig = Field(default_factory=SearchConfig, exclude=True)
 
     @field_validator("model", mode="before")
     @classmethod
@@ -174,4 +185,8 @@ class Config(Section):
     def _check_cross_section(self) -> Config:
         if self.data.split.protocol == "import" and self.data.split.import_dir is None:
             raise ValueError("data.split.import_dir is required when data.split.protocol is 'import'")
+        if self.search.space:
+            from recsys_cli.config.search import check_space
+
+            check_space(self)
         return self

@@ -14,13 +14,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from recsys_cli import console
 from recsys_cli.data.registry import DATASETS, KNOWN_NAMES, SYNTHETIC, check_name, get_spec
 from recsys_cli.errors import DataError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from recsys_cli.data.dataset import Dataset, Split
 
 __all__ = ["Dataset", "Split", "KNOWN_NAMES", "load_dataset", "get_split", "load_split_for_run",
@@ -175,6 +175,8 @@ def original_ids(config, split: Split, dataset: Dataset | None = None) -> tuple[
     """The original (user ids, item ids) of the rows and columns of ``split``'s matrices: the data
     set's own when at hand, else the cache's id file (:func:`recsys_cli.data.ids.cached_ids`), else
     from the data set loaded again and checked against the ratings the split was made from."""
+    import numpy as np
+
     from recsys_cli.data.ids import cached_ids
 
     if dataset is not None and dataset.user_ids is not None and dataset.urm.shape == split.train.shape:

@@ -48,8 +48,16 @@ def direction(metric: str) -> int:
 
 
 # -- reading runs --------------------------------------------------------------------------------------
+def _seed_members(folder: Path) -> list[Path]:
+    """The member runs a seed-group folder links to (``seed-<s>`` links of ``recsys run --seeds``)."""
+    if not folder.is_dir() or (folder / "config.yaml").is_file():
+        return []
+    return [p for p in sorted(folder.glob("seed-*")) if p.is_dir() and (p / "config.yaml").is_file()]
+
+
 def expand_run_dirs(patterns: list[str | Path]) -> list[RunDirectory]:
-    """Run directories named by paths or (quoted) globs, each once, in the order given."""
+    """Run directories named by paths or (quoted) globs, each once, in the order given; a seed-group
+    folder stands for its member runs."""
     runs: list[RunDirectory] = []
     seen: set[Path] = set()
     for pattern in patterns:
@@ -59,7 +67,8 @@ def expand_run_dirs(patterns: list[str | Path]) -> list[RunDirectory]:
             paths = [Path(p) for p in sorted(glob.glob(text))]
             if not paths:
                 raise RecsysError(f"no run directory matches {text!r}", hint="check the pattern, e.g. 'runs/*toppop*'")
-            paths = [p for p in paths if p.is_dir() and (p / "config.yaml").is_file()]
+            paths = [p for p in paths if p.is_dir() and ((p / "config.yaml").is_file() or _seed_members(p))]
+        paths = [member for p in paths for member in (_seed_members(p) or [p])]
         for path in paths:
             run = RunDirectory.open(path)
             if run.path not in seen:

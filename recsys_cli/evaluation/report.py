@@ -84,13 +84,14 @@ def markdown(result, *, split_name: str, title: str) -> str:
 
 
 def render_table(result, columns: tuple[str, ...] = KEY_COLUMNS) -> Table:
+    """One row per metric, one column per cutoff: fits an 80-column terminal for up to eight cutoffs."""
     title = f"{result.n_users_evaluated} users, {result.users_per_second:,.0f} users/s"
     table = Table(title=title, title_justify="left")
-    table.add_column("cutoff", justify="right")
-    for name in columns:
-        table.add_column(name, justify="right")
+    table.add_column("metric")
     for cutoff in result.table.index:
-        table.add_row(str(cutoff), *(f"{result.table.loc[cutoff, name]:.4f}" for name in columns))
+        table.add_column(f"@{cutoff}", justify="right")
+    for name in columns:
+        table.add_row(name, *(f"{result.table.loc[cutoff, name]:.4f}" for cutoff in result.table.index))
     return table
 
 

@@ -361,7 +361,10 @@ class Trainer:
             self.model.train()
 
     def validates_at(self, epoch: int) -> bool:
-        return self.validating and (epoch % self.tc.eval_every == 0 or epoch == self.tc.epochs)
+        """Every epoch up to ``eval_every_epoch_until``, then every ``eval_every`` epochs, and the last."""
+        tc = self.tc
+        return self.validating and (epoch <= tc.eval_every_epoch_until or epoch % tc.eval_every == 0
+                                    or epoch == tc.epochs)
 
     def validate_epoch(self, train: sp.csr_matrix, epoch: int, row: dict[str, Any]) -> bool:
         """Validate (when due), update the best epoch, hand the value to the hooks. True when improved."""
@@ -389,12 +392,17 @@ class Trainer:
 
     def stop_decision(self, epoch: int) -> str | None:
         """Early stopping: the reason to stop after ``epoch`` (None: go on)."""
+        es = self.es
         if self.stopped_early:
             return self.stop_reason
-        if (self.validating and self.es.enabled and self.bad_evaluations >= self.es.patience
-                and epoch >= self.es.min_epochs):
-            return (f"early stopping: no {self.metric_name} improvement > {self.es.min_delta:g} "
-                    f"in {self.es.patience} evaluations")
+        if not (self.validating and es.enabled and self.best_epoch is not None and epoch >= es.min_epochs):
+            return None
+        if es.patience_epochs is not None:
+            if epoch - self.best_epoch >= es.patience_epochs and self.validates_at(epoch):
+                return (f"early stopping: no {self.metric_name} improvement > {es.min_delta:g} "
+                        f"in {epoch - self.best_epoch} epochs (patience_epochs {es.patience_epochs})")
+        elif self.bad_evaluations >= es.patience:
+            return f"early stopping: no {self.metric_name} improvement > {es.min_delta:g} in {es.patience} evaluations"
         return None
 
     # -- checkpoints ------------------------------------------------------------------------------
