@@ -56,6 +56,8 @@ def test_seed_parsing_and_member_configs():
     assert split_seed(member_config(cfg, 7, "fixed")) == 3 and cfg.experiment.seed != 7  # the base is untouched
     with pytest.raises(ConfigError):
         member_config(cfg, 7, "sometimes")
+    refused = runner.invoke(app, ["run", str(CONFIGS / "toppop.yaml"), "--seeds", "0", "--seeds-split", "sometimes"])
+    assert refused.exit_code == 2 and "vary" in refused.output
 
 
 def test_data_split_seed_overrides_the_experiment_seed():

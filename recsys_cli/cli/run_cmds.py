@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,13 @@ from recsys_cli.cli.common import ConfigArgument, JsonOption, QuietOption, SetOp
 
 if TYPE_CHECKING:
     from recsys_cli import experiment
+
+
+class SeedsSplit(str, Enum):
+    """Choices of run --seeds-split (recsys_cli.seeds)."""
+
+    vary = "vary"
+    fixed = "fixed"
 
 
 def _result_json(result: experiment.RunResult) -> dict:
@@ -59,8 +67,8 @@ def run(
     overrides: list[str] = SetOption,
     seeds: str | None = typer.Option(
         None, "--seeds", help="Run once per seed, e.g. 0,1,2,3,4, and summarise: mean, sd, 95 % CI per metric."),
-    seeds_split: str = typer.Option(
-        "vary", "--seeds-split", help="With --seeds: vary (a split per seed) or fixed (one split, model seeds only)."),
+    seeds_split: SeedsSplit = typer.Option(
+        SeedsSplit.vary, "--seeds-split", help="With --seeds: vary (a split per seed) or fixed (one split, model seeds only)."),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
     verbose: bool = VerboseOption,
@@ -82,7 +90,7 @@ def run(
     if seeds is not None:
         from recsys_cli.cli.seeds_cmd import run_group
 
-        run_group(load(config, overrides), seeds, seeds_split, as_json=as_json)
+        run_group(load(config, overrides), seeds, SeedsSplit(seeds_split).value, as_json=as_json)
         return
     result = experiment.run(load(config, overrides))
     console.success(f"run finished: {result.run_dir}")
