@@ -177,9 +177,10 @@ class RunDirectory:
 
     def status(self) -> dict[str, Any]:
         try:
-            return json.loads((self.path / "status.json").read_text())
+            data = json.loads((self.path / "status.json").read_text())
         except (OSError, json.JSONDecodeError):
             return {"status": "unknown"}
+        return data if isinstance(data, dict) else {"status": "unknown"}  # valid JSON, but not an object
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic.write_json(self.path / name, obj)

@@ -10,7 +10,17 @@ from __future__ import annotations
 import typer
 
 from recsys_cli import __version__
-from recsys_cli.cli import bench_cmd, config_cmds, data_cmds, eval_cmds, info_cmd, run_cmds, tune_cmds
+from recsys_cli.cli import (
+    bench_cmd,
+    config_cmds,
+    data_cmds,
+    eval_cmds,
+    export_cmd,
+    info_cmd,
+    recommend_cmd,
+    run_cmds,
+    tune_cmds,
+)
 from recsys_cli.cli.common import literal_help
 
 app = typer.Typer(
@@ -47,6 +57,9 @@ def _register() -> None:
     command("evaluate", eval_cmds.evaluate)
     command("run", run_cmds.run)
     command("compare", eval_cmds.compare)
+    command("recommend", recommend_cmd.recommend)
+    command("mlflow", export_cmd.mlflow, export_cmd.app)
+    app.add_typer(export_cmd.app, name="export")
     command("bench-dtype", bench_cmd.bench_dtype)
     app.add_typer(config_cmds.app, name="config")
     command("info", info_cmd.info)

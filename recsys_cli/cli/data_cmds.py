@@ -79,14 +79,14 @@ def split(
 
     Example: recsys split configs/ease.yaml --set data.split.protocol=leave-k-out
     """
-    from recsys_cli.data import get_split, load_dataset
+    from recsys_cli.data import get_split, load_dataset, split_seed
 
     extra = list(overrides)
     if import_dir is not None:
         extra += ["data.split.protocol=import", f"data.split.import_dir={import_dir}"]
     cfg = load(config, extra)
-    dataset = load_dataset(cfg.data, seed=cfg.experiment.seed)
-    result = get_split(dataset, cfg.data, seed=cfg.experiment.seed)
+    dataset = load_dataset(cfg.data, seed=split_seed(cfg))
+    result = get_split(dataset, cfg.data, seed=split_seed(cfg))
     sizes = result.manifest.get("sizes", {})
     console.success(
         f"split {result.manifest.get('params', {}).get('protocol')}: train {sizes.get('train')}, "

@@ -27,7 +27,7 @@ def _param_row(param) -> str:
         names = [*param.opts, *param.secondary_opts]
         name = ", ".join(f"`{n}`" for n in names)
         kind = "flag" if getattr(param, "is_flag", False) else ("option (repeatable)" if param.multiple else "option")
-    default = param.default
+    default = getattr(param.default, "value", param.default)  # an Enum choice shows its value
     is_flag = bool(getattr(param, "is_flag", False))
     if callable(default) or default in (None, (), []) or (is_flag and default is False):
         shown = ""

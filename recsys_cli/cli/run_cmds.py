@@ -57,6 +57,10 @@ def train(
 def run(
     config: Path = ConfigArgument,
     overrides: list[str] = SetOption,
+    seeds: str | None = typer.Option(
+        None, "--seeds", help="Run once per seed, e.g. 0,1,2,3,4, and summarise: mean, sd, 95 % CI per metric."),
+    seeds_split: str = typer.Option(
+        "vary", "--seeds-split", help="With --seeds: vary (a split per seed) or fixed (one split, model seeds only)."),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
     verbose: bool = VerboseOption,
@@ -65,12 +69,21 @@ def run(
 
     Leaves config.yaml, env.json, log.txt, status.json, timing.json, the saved model and
     metrics.csv/.json/.md in runs/<UTC time>-<name>-<hash>/ (runs/latest points at it).
+    With --seeds, one such run per seed and a group folder runs/<UTC time>-<name>-seeds/ with
+    summary.csv/.json/.md (mean, sd, Student-t 95 % CI) and members.csv.
 
     Example: recsys run configs/ease.yaml --set data.dataset=movielens-100k
+
+    Example: recsys run configs/ease.yaml --seeds 0,1,2,3,4 --seeds-split fixed
     """
     from recsys_cli import experiment
 
     console.set_verbosity(quiet=quiet, verbose=verbose)
+    if seeds is not None:
+        from recsys_cli.cli.seeds_cmd import run_group
+
+        run_group(load(config, overrides), seeds, seeds_split, as_json=as_json)
+        return
     result = experiment.run(load(config, overrides))
     console.success(f"run finished: {result.run_dir}")
     if as_json:

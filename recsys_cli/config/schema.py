@@ -53,6 +53,7 @@ class SplitConfig(Section):
         False, description="holdout: reproduce the course's legacy-RNG double-permutation split exactly."
     )
     import_dir: Path | None = Field(None, description="import: folder with train.npz, test.npz and optional val.npz.")
+    seed: int | None = Field(None, description="Seed of the split (and of the synthetic data set); null: experiment.seed.")
 
 
 class SyntheticConfig(Section):
@@ -113,6 +114,9 @@ class EvaluationConfig(Section):
     exclude_seen: bool = Field(True, description="Remove each user's training items from the ranking.")
     ignore_users: list[int] = Field([], description="User indices left out of the evaluation.")
     ignore_items: list[int] = Field([], description="Item indices never recommended nor counted.")
+    save_recommendations: int | None = Field(
+        None, ge=1, description="recsys run also writes each user's top-K list to recommendations.parquet (null: no)."
+    )
 
     @field_validator("cutoffs")
     @classmethod

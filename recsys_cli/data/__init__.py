@@ -19,10 +19,18 @@ from recsys_cli.data.registry import DATASETS, KNOWN_NAMES, SYNTHETIC, check_nam
 from recsys_cli.errors import DataError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from recsys_cli.data.dataset import Dataset, Split
 
 __all__ = ["Dataset", "Split", "KNOWN_NAMES", "load_dataset", "get_split", "load_split_for_run",
-           "print_cached_statistics", "resolve_data_dir", "prepare_dataset"]
+           "print_cached_statistics", "resolve_data_dir", "prepare_dataset", "split_seed", "original_ids"]
+
+
+def split_seed(config) -> int:
+    """The seed of the split (and of a synthetic data set): data.split.seed, else experiment.seed."""
+    seed = config.data.split.seed
+    return config.experiment.seed if seed is None else seed
 
 
 def __getattr__(name: str) -> Any:
@@ -154,13 +162,34 @@ def load_split_for_run(run, config) -> Split:
                             hint="restore that split, or train again")
         return split
     console.warn(f"the run's split folder {directory} is gone; making it again from the run's config")
-    dataset = load_dataset(config.data, seed=config.experiment.seed)
-    split = get_split(dataset, config.data, seed=config.experiment.seed)
+    dataset = load_dataset(config.data, seed=split_seed(config))
+    split = get_split(dataset, config.data, seed=split_seed(config))
     if split.fingerprint != expected:
         raise DataError(f"the split made again from the config differs from the one {run.path.name} was trained on "
                         f"(fingerprint {split.fingerprint[:12]}, the run recorded {expected[:12]})",
                         hint="the data set changed since training; train again")
     return split
+
+
+def original_ids(config, split: Split, dataset: Dataset | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The original (user ids, item ids) of the rows and columns of ``split``'s matrices: the data
+    set's own when at hand, else the cache's id file (:func:`recsys_cli.data.ids.cached_ids`), else
+    from the data set loaded again and checked against the ratings the split was made from."""
+    import numpy as np
+
+    from recsys_cli.data.ids import cached_ids
+
+    if dataset is not None and dataset.user_ids is not None and dataset.urm.shape == split.train.shape:
+        return np.asarray(dataset.user_ids), np.asarray(dataset.item_ids)
+    found = cached_ids(config.data, split)
+    if found is not None:
+        return found
+    dataset = load_dataset(config.data, seed=split_seed(config))
+    content = split.manifest.get("dataset_content_sha256")
+    if content and dataset.manifest.get("content_sha256") != content:
+        raise DataError(f"the cached {dataset.name} holds other ratings than the split at {split.directory} was made from",
+                        hint="restore that data set, or train again")
+    return np.asarray(dataset.user_ids), np.asarray(dataset.item_ids)
 
 
 def print_cached_statistics(name: str, data_dir: Path) -> None:

@@ -67,15 +67,9 @@ class DAE(TrainableRecommender):
         self.input_bias = nn.Parameter(first.bias.detach().clone())
         mirrored = [*sizes[1:], *reversed(sizes[:-1])]  # 420, 69, 420, items
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(mirrored[:-1], mirrored[1:]))
-        # self.layers[:_n_encoder] finish the encoder (after the input layer); the rest decode.
-        self._n_encoder = len(sizes) - 2
-        # Layer 0 is the input layer; no activation after the bottleneck (last encoder layer) nor the output.
+        # Layer 0 is the input layer; no ReLU after the bottleneck (last encoder layer) nor the output.
         bottleneck, output = len(sizes) - 2, len(mirrored) - 1
         self._relu_after = [i not in (bottleneck, output) for i in range(len(mirrored))]
-
-    def activation(self, h: torch.Tensor) -> torch.Tensor:
-        """The hidden layers' non-linearity (ReLU, the seed's)."""
-        return torch.relu(h)
 
     def prepare(self, train: sp.csr_matrix) -> None:
         x = sp.csr_matrix(train, dtype=np.float32, copy=True)
@@ -120,22 +114,17 @@ class DAE(TrainableRecommender):
         dev = self.device
         return self.input_layer(indices.to(dev), offsets.to(dev), per_sample_weights=values.to(dev, weight.dtype))
 
-    def bottleneck(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """The encoder's output (no activation after it) for sparse input rows (indices, row offsets, values)."""
-        h = self._first_layer(indices, offsets, values) + self.input_bias
-        for layer in self.layers[: self._n_encoder]:
-            h = layer(self.activation(h))
-        return h
-
-    def decode_hidden(self, z: torch.Tensor) -> torch.Tensor:
-        """The decoder's activations before the output layer."""
-        for layer in self.layers[self._n_encoder : -1]:
-            z = self.activation(layer(z))
-        return z
-
     def encode(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Hidden activations before the output layer for sparse input rows (indices, row offsets, values)."""
-        return self.decode_hidden(self.bottleneck(indices, offsets, values))
+        h = self._first_layer(indices, offsets, values)
+        h = h + self.input_bias
+        if self._relu_after[0]:
+            h = torch.relu(h)
+        for i, layer in enumerate(self.layers[:-1], start=1):
+            h = layer(h)
+            if self._relu_after[i]:
+                h = torch.relu(h)
+        return h
 
     def encode_decode(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Reconstruction logits (batch × items) of sparse input rows."""
@@ -173,12 +162,17 @@ class DAE(TrainableRecommender):
 
     # -- engine hooks -----------------------------------------------------------------------------
     def num_batches(self, train: sp.csr_matrix) -> int:
-        return math.ceil(len(self._active) / self.training_config.batch_size)
+        return math.ceil(len(self._active) / self.users_per_batch())
+
+    def users_per_batch(self) -> int:
+        """Users per training batch (the DAE's: training.batch_size)."""
+        return self.training_config.batch_size
 
     def epoch_batches(self, train: sp.csr_matrix, generator: torch.Generator) -> Iterator[Any]:
         order = self._active[torch.randperm(len(self._active), generator=generator).numpy()]
-        for start in range(0, len(order), self.training_config.batch_size):
-            yield order[start : start + self.training_config.batch_size]
+        size = self.users_per_batch()
+        for start in range(0, len(order), size):
+            yield order[start : start + size]
 
     def batch_samples(self, batch: Any) -> int:
         return len(batch)
@@ -190,16 +184,12 @@ class DAE(TrainableRecommender):
         n = len(batch)
         counts = torch.diff(offsets, append=torch.tensor([len(indices)]))
         rows = torch.repeat_interleave(torch.arange(n), counts, output_size=len(indices))
-        n_rows, n_idx, n_val = self.add_noise(rows, indices, self.input_values(rows, values, n), n)
+        n_rows, n_idx, n_val = self.add_noise(rows, indices, self.input_values(offsets, values), n)
         n_off = torch.searchsorted(n_rows, torch.arange(n))
         return rows, indices, values, n_idx, n_off, n_val
 
-    def input_values(self, rows: torch.Tensor, values: torch.Tensor, n_rows: int) -> torch.Tensor:
-        """The input's values before noise, given each value's row (the DAE's: the row as it is)."""
-        return values
-
-    def score_input_values(self, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """:meth:`input_values` for scoring, where rows come as offsets (the DAE's: the row as it is)."""
+    def input_values(self, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """The values of sparse input rows before noise, in training and scoring (the DAE's: as they are)."""
         return values
 
     def training_loss(self, batch: np.ndarray) -> torch.Tensor:
@@ -235,7 +225,7 @@ class DAE(TrainableRecommender):
         try:
             with torch.no_grad():
                 indices, offsets, values = self._rows(users.detach().cpu().numpy())
-                return self.encode_decode(indices, offsets, self.score_input_values(offsets, values))
+                return self.encode_decode(indices, offsets, self.input_values(offsets, values))
         finally:
             self.train(was_training)
 

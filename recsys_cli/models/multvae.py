@@ -10,6 +10,7 @@ a resumed run equals an uninterrupted one. Input rows are L2-normalised, then dr
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -33,9 +34,14 @@ class MultVAEConfig(DAEConfig):
     )
     activation: Literal["tanh", "relu"] = Field("tanh", description="Hidden-layer non-linearity (the paper: tanh).")
     normalize: bool = Field(True, description="L2-normalise each input row before the noise (the paper's).")
-    beta_max: float = Field(0.2, ge=0, description="Final KL weight β (the paper's anneal cap 0.2).")
+    beta_max: float = Field(0.5, ge=0, description="Final KL weight β (the paper's anneal cap: 0.2).")
+    min_batches_per_epoch: int = Field(
+        16, ge=1,
+        description="Users per batch = min(training.batch_size, ceil(users / this)), so a small data set still "
+                    "gets this many optimizer steps per epoch.",
+    )
     anneal_steps: int = Field(
-        20000, ge=0,
+        1000, ge=0,
         description="Optimizer steps over which β rises linearly from 0 to beta_max (0: beta_max from the start).",
     )
 
@@ -55,38 +61,55 @@ class MultVAE(DAE):
     config: MultVAEConfig
 
     def build(self, train: sp.csr_matrix) -> None:
-        super().build(train)
+        super().build(train)  # the DAE's layers: input bag, Linear layers mirrored around the latent
         *_, before, latent = self.config.hidden
+        self._n_encoder = len(self.config.hidden) - 1  # self.layers[:_n_encoder] end the encoder
         self.layers[self._n_encoder - 1] = nn.Linear(before, 2 * latent)  # mean and log-variance
         self.anneal_step = 0
+
+    def users_per_batch(self) -> int:
+        # Scales with the data set: ML-10M's 70k users get training.batch_size (the cap), ML-100K's
+        # 943 about 59, so an epoch is never just a handful of steps.
+        scaled = math.ceil(len(self._active) / self.config.min_batches_per_epoch)
+        return max(1, min(self.training_config.batch_size, scaled))
 
     def activation(self, h: torch.Tensor) -> torch.Tensor:
         return torch.tanh(h) if self.config.activation == "tanh" else torch.relu(h)
 
-    # -- input ------------------------------------------------------------------------------------
-    def input_values(self, rows: torch.Tensor, values: torch.Tensor, n_rows: int) -> torch.Tensor:
+    def input_values(self, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         if not self.config.normalize:
             return values
-        norms = torch.zeros(n_rows, dtype=values.dtype).index_add_(0, rows, values * values).sqrt_()
-        return values / norms.clamp_min(1e-12)[rows]
-
-    def score_input_values(self, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         counts = torch.diff(offsets, append=torch.tensor([len(values)]))
         rows = torch.repeat_interleave(torch.arange(len(offsets)), counts, output_size=len(values))
-        return self.input_values(rows, values, len(offsets))
+        norms = torch.zeros(len(offsets), dtype=values.dtype).index_add_(0, rows, values * values).sqrt_()
+        return values / norms.clamp_min(1e-12)[rows]
 
     # -- latent -----------------------------------------------------------------------------------
+    def posterior(self, indices: torch.Tensor, offsets: torch.Tensor,
+                  values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of q(z|x) for sparse input rows (the DAE's sparse first layer)."""
+        h = self._first_layer(indices, offsets, values) + self.input_bias
+        for layer in self.layers[: self._n_encoder]:
+            h = layer(self.activation(h))
+        mean, log_var = h.chunk(2, dim=1)
+        return mean, log_var
+
+    def decode_hidden(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's activations before the (fused) output layer."""
+        for layer in self.layers[self._n_encoder : -1]:
+            z = self.activation(layer(z))
+        return z
+
     def encode(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Decoder activations of the latent mean (scoring)."""
-        mean, _ = self.bottleneck(indices, offsets, values).chunk(2, dim=1)
-        return self.decode_hidden(mean)
+        return self.decode_hidden(self.posterior(indices, offsets, values)[0])
 
     def beta(self, step: int | None = None) -> float:
         return kl_weight(self.anneal_step if step is None else step, self.config.beta_max, self.config.anneal_steps)
 
     def training_loss(self, batch: np.ndarray) -> torch.Tensor:
         rows, cols, values, *noisy = self.sparse_batch(batch)
-        mean, log_var = self.bottleneck(*noisy).chunk(2, dim=1)
+        mean, log_var = self.posterior(*noisy)
         eps = torch.randn(mean.shape, generator=self.rng).to(mean.device, mean.dtype)
         z = mean + eps * torch.exp(0.5 * log_var)
         nll = self.reconstruction_loss(self.decode_hidden(z), rows, cols, values)

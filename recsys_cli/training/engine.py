@@ -347,6 +347,7 @@ class Trainer:
             model, train, validation, [self.es.cutoff], min_ratings_per_user=ev.min_ratings_per_user,
             exclude_seen=ev.exclude_seen, ignore_users=ev.ignore_users, ignore_items=ev.ignore_items,
             block_size=ev.user_batch_size, device=model.device, progress=False,
+            keep_per_user=False,  # a validation value per epoch needs no per-user file
         )
         return float(result.value(self.es.metric, self.es.cutoff))
 
