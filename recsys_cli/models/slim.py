@@ -1,0 +1,188 @@
+"""SLIM ElasticNet (Ning & Karypis 2011), as the course framework's SLIMElasticNetRecommender fits it.
+
+For every target item j, with X the training matrix (raw ratings, float32) and n the number of users:
+
+    w_j = argmin_w  1/(2n)·‖x_j − X_{−j} w‖² + alpha·l1_ratio·‖w‖₁ + alpha·(1 − l1_ratio)/2·‖w‖²,  w ≥ 0
+    W[:, j] = the topk entries of w_j largest in |w| (the diagonal is 0: column j is not a feature)
+    score(u) = x_u · W
+
+Each w_j is scikit-learn's coordinate descent (``ElasticNet`` with the course's settings: random
+coordinate order, 100 epochs at most, tol 1e-4, no intercept). The course draws one coordinate-order
+seed per item from NumPy's global RNG, in item order; here the same draws come from
+``RandomState(experiment.seed)`` in the same order, so chunks of items can run in parallel (joblib)
+and still get the seeds the sequential course fit gives. W is stored sparse. See
+../shared/spec/baselines.md §6 and docs/models.md.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from pydantic import Field
+
+from recsys_cli import console
+from recsys_cli.config.schema import ModelConfig
+from recsys_cli.models._closed_form import (
+    ItemItemRecommender,
+    place_for_scoring,
+    quiet_sparse,
+)
+from recsys_cli.models.base import FitContext
+from recsys_cli.models.registry import register
+
+# sklearn's coordinate descent draws its xorshift seed as rng.randint(0, RAND_R_MAX)
+RAND_R_MAX = 2**31 - 1
+# the course's fixed solver settings
+MAX_ITER = 100
+TOL = 1e-4
+# chunks per worker: enough for the progress bar and for load balance, few enough that copying X's
+# values once per chunk (each chunk zeroes its target columns in its own copy) costs nothing
+CHUNKS_PER_WORKER = 20
+
+
+class SLIMConfig(ModelConfig):
+    name: Literal["slim"] = "slim"
+    l1_ratio: float = Field(0.1, ge=0, le=1, description="Share of the L1 penalty in the elastic net (ρ).")
+    alpha: float = Field(1.0, gt=0, description="Overall penalty weight of the elastic net.")
+    positive_only: bool = Field(True, description="Constrain the weights to be ≥ 0.")
+    topk: int = Field(100, ge=1, description="Keep the topk weights of largest |w| per column (target item).")
+    n_jobs: int | None = Field(
+        None, ge=1, description="Parallel workers over items (default: torch's CPU threads, i.e. device.threads)."
+    )
+
+
+def seed_states(seed: int, chunks: list[np.ndarray]) -> list[tuple]:
+    """The RandomState at the start of each chunk when one seed per item is drawn in item order."""
+    rng = np.random.RandomState(int(seed) % 2**32)
+    states = []
+    for chunk in chunks:
+        states.append(rng.get_state())
+        rng.randint(0, RAND_R_MAX, size=len(chunk))  # the draws the chunk's fits make
+    return states
+
+
+def fit_columns(X: sp.csc_matrix, items: np.ndarray, state: tuple, *, alpha: float, l1_ratio: float,
+                positive: bool, topk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, columns, values) of W for the target ``items``, fitted one after the other.
+
+    ``state`` is the RandomState the first fit draws its coordinate-order seed from; each fit draws
+    once. ``X`` is not modified (its values are copied once for the chunk).
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import ElasticNet
+
+    X = sp.csc_matrix((X.data.copy(), X.indices, X.indptr), shape=X.shape)
+    rng = np.random.RandomState()
+    rng.set_state(state)
+    model = ElasticNet(alpha=alpha, l1_ratio=l1_ratio, positive=positive, fit_intercept=False, copy_X=False,
+                       precompute=True, selection="random", max_iter=MAX_ITER, tol=TOL, random_state=rng)
+    rows, cols, vals = [], [], []
+    y = np.zeros(X.shape[0], dtype=X.dtype)
+    for j in items:
+        a, b = X.indptr[j], X.indptr[j + 1]
+        y[X.indices[a:b]] = X.data[a:b]
+        saved = X.data[a:b].copy()
+        X.data[a:b] = 0  # the target is no feature of itself (kept stored, as the course does)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, y, check_input=False)
+        X.data[a:b] = saved
+        y[X.indices[a:b]] = 0
+        coef = model.coef_
+        nonzero = np.flatnonzero(coef)
+        if nonzero.size > topk:
+            nonzero = nonzero[np.argpartition(-np.abs(coef[nonzero]), topk - 1)[:topk]]
+        rows.append(nonzero)
+        cols.append(np.full(nonzero.size, j, dtype=np.int64))
+        vals.append(coef[nonzero].astype(np.float32))
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+
+
+def slim_matrix(X: sp.csr_matrix, *, alpha: float, l1_ratio: float, positive: bool, topk: int, seed: int,
+                n_jobs: int, progress: bool = True) -> sp.csr_matrix:
+    """W (items × items, float32 CSR) with one elastic net per column, over ``n_jobs`` threads.
+
+    Threads, not processes: the coordinate descent runs without the GIL, and threads share X.
+    """
+    from joblib import Parallel, delayed
+
+    Xc = sp.csc_matrix(X, dtype=np.float32)
+    Xc.sort_indices()
+    n_items = Xc.shape[1]
+    n_chunks = max(1, min(n_items, n_jobs * CHUNKS_PER_WORKER))
+    chunks = [c for c in np.array_split(np.arange(n_items), n_chunks) if c.size]
+    states = seed_states(seed, chunks)
+    params = {"alpha": alpha, "l1_ratio": l1_ratio, "positive": positive, "topk": topk}
+    parallel = Parallel(n_jobs=n_jobs, backend="threading", return_as="generator_unordered")
+    jobs = (delayed(_sized)(Xc, chunk, state, params) for chunk, state in zip(chunks, states, strict=True))
+    parts = []
+    with console.progress(unit="items") as bar:
+        task = bar.add_task("SLIM", total=n_items, rate="")
+        started = time.perf_counter()
+        for size, part in parallel(jobs):
+            parts.append(part)
+            bar.advance(task, size)
+            done = bar.tasks[task].completed
+            bar.update(task, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f} items/s")
+    rows, cols, vals = (np.concatenate([p[k] for p in parts]) for k in range(3))
+    W = sp.csr_matrix((vals, (rows, cols)), shape=(n_items, n_items), dtype=np.float32)
+    W.sort_indices()
+    return W
+
+
+def _sized(X, chunk, state, params):
+    return len(chunk), fit_columns(X, chunk, state, **params)
+
+
+@register
+class SLIM(ItemItemRecommender):
+    name: ClassVar[str] = "slim"
+    Config: ClassVar[type[ModelConfig]] = SLIMConfig
+    matrix_name: ClassVar[str] = "W"
+    display_name: ClassVar[str] = "SLIM"
+    topk_by_abs: ClassVar[bool] = True
+
+    def prepare_rows(self, train: sp.csr_matrix, dtype: torch.dtype) -> sp.csr_matrix:
+        X = sp.csr_matrix(train, dtype=np.float32, copy=True)  # the course fits and scores in float32
+        X.eliminate_zeros()
+        return X
+
+    def _score_dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def fit(self, train: sp.csr_matrix, ctx: FitContext) -> None:
+        started = time.perf_counter()
+        c = self.config
+        if self.dtype != torch.float32:
+            console.info(f"SLIM: fitted and scored in float32 (scikit-learn's solver), not "
+                         f"{str(self.dtype).replace('torch.', '')}")
+        self.X = self.prepare_rows(train, torch.float32)
+        self.n_users, self.n_items = train.shape
+        n_jobs = c.n_jobs or max(1, torch.get_num_threads())
+        console.info(f"SLIM: {self.n_items:,} elastic nets (alpha {c.alpha:g}, l1_ratio {c.l1_ratio:g}, "
+                     f"topk {c.topk}) over {n_jobs} thread{'s' if n_jobs > 1 else ''}")
+        W = slim_matrix(self.X, alpha=c.alpha, l1_ratio=c.l1_ratio, positive=c.positive_only, topk=c.topk,
+                        seed=ctx.seed, n_jobs=n_jobs)
+        seconds = time.perf_counter() - started
+        with quiet_sparse():
+            Wt = torch.sparse_csr_tensor(torch.from_numpy(W.indptr.astype(np.int64)),
+                                         torch.from_numpy(W.indices.astype(np.int64)),
+                                         torch.from_numpy(W.data), size=W.shape)
+        self.W = place_for_scoring(self.display_name, Wt, self.device, ctx.memory_budget_bytes)
+        self.device = self.W.device
+        self.fit_info = {"fit_device": "cpu", "fit_seconds": round(seconds, 3), "stored": "sparse",
+                         "compute_dtype": "float32", "nnz": int(W.nnz), "n_jobs": n_jobs,
+                         "items_per_second": round(self.n_items / max(seconds, 1e-9), 1)}
+        if ctx.timing is not None:
+            ctx.timing.figures["slim_fit"] = dict(self.fit_info)
+        console.info(f"SLIM: {W.nnz:,} weights in {seconds:.2f} s ({self.n_items / max(seconds, 1e-9):,.0f} items/s)")
+
+    def extra_metadata(self) -> dict[str, Any]:
+        return {"fit": self.fit_info}
