@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from recsys_cli import console
 from recsys_cli.cli.app import app
 from recsys_cli.errors import ResourceError, RunFailed
-from recsys_cli.models import _closed_form
-from recsys_cli.models._closed_form import ColumnTiles, gram, mirror_upper_
+from recsys_cli.models import _linalg, _memory
+from recsys_cli.models._linalg import gram, mirror_upper_
+from recsys_cli.models._tiles import ColumnTiles
 from recsys_cli.models.base import FitContext
 from recsys_cli.models.ease import EASE, EASEConfig
 
@@ -150,7 +151,7 @@ def test_dense_accelerator_path_on_the_cpu(monkeypatch):
     def torch_inverse(G, *, ridge, what, hint):
         G = mirror_upper_(G)
         G.diagonal().add_(ridge)
-        return _closed_form._torch_spd_inverse(G, what=what, hint=hint)
+        return _linalg._torch_spd_inverse(G, what=what, hint=hint)
 
     monkeypatch.setattr(ease_module, "spd_inverse_", torch_inverse)
     monkeypatch.setattr(ease_module, "symmetric_matrix", lambda M: M)
@@ -180,7 +181,7 @@ def test_memory_guard_refuses_with_the_estimate():
     need, formula = EASE(EASEConfig(), device=CPU, dtype=torch.float32).memory_estimate(
         sp.csr_matrix(X, dtype=np.float32), torch.float32, CPU)
     message = str(err.value)
-    assert _closed_form.format_bytes(need) in message and formula in message
+    assert _memory.format_bytes(need) in message and formula in message
     assert "60² items × 4 B × 1 matrix" in message
     assert "memory_budget_gb" in message and "\n" not in message
 
@@ -199,7 +200,7 @@ def test_gpu_short_of_memory_falls_back_to_cpu(monkeypatch):
     def fake_free(device):
         return 1024 if device.type == "cuda" else 64 * 2**30
 
-    monkeypatch.setattr(_closed_form, "available_memory_bytes", fake_free)
+    monkeypatch.setattr(_memory, "available_memory_bytes", fake_free)
     X = ratings(seed=5)
     model = EASE(EASEConfig(l2_norm=10.0), device=torch.device("cuda"), dtype=torch.float32)
     with console.capture() as log:
@@ -213,7 +214,7 @@ def test_gpu_short_of_memory_falls_back_to_cpu(monkeypatch):
 
 
 def test_gpu_and_cpu_both_short_refuses(monkeypatch):
-    monkeypatch.setattr(_closed_form, "available_memory_bytes", lambda device: 1024)
+    monkeypatch.setattr(_memory, "available_memory_bytes", lambda device: 1024)
     model = EASE(EASEConfig(), device=torch.device("cuda"), dtype=torch.float32)
     with pytest.raises(ResourceError, match="needs about .* on cuda"):
         model.fit(ratings(), FitContext(device=torch.device("cuda"), dtype=torch.float32, seed=0,
@@ -267,7 +268,7 @@ def test_tiny_memory_budget_refuses_from_the_cli(runs_dir):
 
 
 def test_scoring_placement_rules():
-    from recsys_cli.models._closed_form import place_for_scoring, same_device
+    from recsys_cli.models._memory import place_for_scoring, same_device
 
     dense = torch.eye(4)
     tiles = place_for_scoring("EASE", dense, CPU)

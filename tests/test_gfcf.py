@@ -57,7 +57,8 @@ def test_W_spanning_several_column_tiles_matches_formula():
 def test_dense_accelerator_path_on_the_cpu(monkeypatch):
     # Off the CPU, W stays one dense tensor built from the full R̃ᵀR̃; run that code here.
     from recsys_cli.models import gfcf as gfcf_module
-    from recsys_cli.models._closed_form import ColumnTiles, mirror_upper_
+    from recsys_cli.models._linalg import mirror_upper_
+    from recsys_cli.models._tiles import ColumnTiles
 
     monkeypatch.setattr(gfcf_module, "symmetric_matrix", mirror_upper_)
     R = grouped_ratings(groups=4, users=60, items=150, seed=6)  # 600 items: several column blocks
