@@ -27,7 +27,10 @@ from pydantic import Field
 from recsys_cli import console
 from recsys_cli.config.schema import ModelConfig
 from recsys_cli.errors import ConfigError, DataError, RunFailed
-from recsys_cli.models._closed_form import ItemItemRecommender, numpy_dtype
+from recsys_cli.models._item_item import ItemItemRecommender
+from recsys_cli.models._linalg import element_size, numpy_dtype
+from recsys_cli.models._memory import format_bytes
+from recsys_cli.models._tiles import Matrix
 from recsys_cli.models.base import FitContext, Recommender
 from recsys_cli.models.registry import register
 
@@ -116,16 +119,6 @@ def randomized_factors(R: sp.csr_matrix, k: int, seed: int) -> tuple[np.ndarray,
     return U, s, Vt
 
 
-def _fit_svd(model: str, train: sp.csr_matrix, k: int, dtype: torch.dtype, seed: int):
-    R = sp.csr_matrix(train, dtype=numpy_dtype(dtype), copy=True)
-    R.eliminate_zeros()
-    console.info(f"{model}: randomized SVD of {R.shape[0]:,} × {R.shape[1]:,} with {k} factors "
-                 f"in {str(dtype).replace('torch.', '')} (seed {seed})")
-    started = time.perf_counter()
-    U, s, Vt = randomized_factors(R, k, seed)
-    return R, U, s, Vt, time.perf_counter() - started
-
-
 @register
 class PureSVD(Recommender):
     name: ClassVar[str] = "puresvd"
@@ -152,7 +145,13 @@ class PureSVD(Recommender):
     def fit(self, train: sp.csr_matrix, ctx: FitContext) -> None:
         started = time.perf_counter()
         dtype = factor_dtype(self.dtype, "PureSVD")
-        _, U, s, Vt, svd_seconds = _fit_svd("PureSVD", train, self.config.num_factors, dtype, ctx.seed)
+        k = self.config.num_factors
+        R = sp.csr_matrix(train, dtype=numpy_dtype(dtype), copy=True)
+        R.eliminate_zeros()
+        console.info(f"PureSVD: randomized SVD of {R.shape[0]:,} × {R.shape[1]:,} with {k} factors "
+                     f"in {str(dtype).replace('torch.', '')} (seed {ctx.seed})")
+        U, s, Vt = randomized_factors(R, k, ctx.seed)
+        svd_seconds = time.perf_counter() - started
         self._set(torch.from_numpy(U), torch.from_numpy(s), torch.from_numpy(np.ascontiguousarray(Vt.T)))
         self.fit_info = {"svd_seconds": round(svd_seconds, 3), "fit_seconds": round(time.perf_counter() - started, 3)}
         if ctx.timing is not None:
@@ -186,16 +185,24 @@ class PureSVDItem(ItemItemRecommender):
     Config: ClassVar[type[ModelConfig]] = PureSVDItemConfig
     matrix_name: ClassVar[str] = "W"
     display_name: ClassVar[str] = "PureSVD-item"
+    cpu_only: ClassVar[bool] = True  # the SVD runs in SciPy; W moves to the run's device for scoring
     topk_by_abs: ClassVar[bool] = False  # the course keeps the largest signed values
+    half_precision_note: ClassVar[str] = "LAPACK has no half-precision SVD"
 
-    def fit(self, train: sp.csr_matrix, ctx: FitContext) -> None:
+    def memory_estimate(self, X: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> tuple[int, str]:
+        size, n = element_size(dtype), X.shape[1]
+        # the power iterations hold a few (users + items) × (k + 10) blocks and two copies of X
+        svd = 4 * (X.shape[0] + n) * (self.config.num_factors + 10) * size + 2 * X.nnz * (size + 4)
+        return n * n * size + svd, f"{n:,}² items × {size} B + {format_bytes(svd)} of SVD blocks and data"
+
+    def describe(self) -> str:
+        return f"k = {self.config.num_factors}"
+
+    def compute_W(self, X: sp.csr_matrix, ctx: FitContext, device: torch.device, dtype: torch.dtype) -> Matrix:
         started = time.perf_counter()
-        dtype = factor_dtype(self.dtype, "PureSVD-item")
-        self.X, _, _, Vt, svd_seconds = _fit_svd("PureSVD-item", train, self.config.num_factors, dtype, ctx.seed)
-        self.n_users, self.n_items = train.shape
-        V = torch.from_numpy(np.ascontiguousarray(Vt.T))
-        # W = V·Vᵀ (diagonal kept): on the CPU, where the SVD ran; _finish_fit moves it for scoring
-        W = V @ V.T
-        self.fit_info = {"svd_seconds": round(svd_seconds, 3)}
-        self._finish_fit(W, ctx, torch.device("cpu"), started)
-        console.info(f"PureSVD-item: SVD {svd_seconds:.2f} s, total {time.perf_counter() - started:.2f} s")
+        _, _, Vt = randomized_factors(X, self.config.num_factors, ctx.seed)
+        svd_seconds = time.perf_counter() - started
+        V = torch.from_numpy(np.ascontiguousarray(Vt.T)).to(device)
+        self.fit_info.update(svd_seconds=round(svd_seconds, 3))
+        console.info(f"PureSVD-item: SVD {svd_seconds:.2f} s")
+        return V @ V.T  # the diagonal is kept, as in the course

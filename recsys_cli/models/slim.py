@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,11 +27,10 @@ from pydantic import Field
 
 from recsys_cli import console
 from recsys_cli.config.schema import ModelConfig
-from recsys_cli.models._closed_form import (
-    ItemItemRecommender,
-    place_for_scoring,
-    quiet_sparse,
-)
+from recsys_cli.models._item_item import ItemItemRecommender
+from recsys_cli.models._linalg import element_size, quiet_sparse
+from recsys_cli.models._memory import format_bytes
+from recsys_cli.models._tiles import Matrix
 from recsys_cli.models.base import FitContext
 from recsys_cli.models.registry import register
 
@@ -99,21 +98,21 @@ def fit_columns(X: sp.csc_matrix, items: np.ndarray, state: tuple, *, alpha: flo
             nonzero = nonzero[np.argpartition(-np.abs(coef[nonzero]), topk - 1)[:topk]]
         rows.append(nonzero)
         cols.append(np.full(nonzero.size, j, dtype=np.int64))
-        vals.append(coef[nonzero].astype(np.float32))
+        vals.append(coef[nonzero])
     if not rows:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, X.dtype)
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
 
 def slim_matrix(X: sp.csr_matrix, *, alpha: float, l1_ratio: float, positive: bool, topk: int, seed: int,
                 n_jobs: int, progress: bool = True) -> sp.csr_matrix:
-    """W (items × items, float32 CSR) with one elastic net per column, over ``n_jobs`` threads.
+    """W (items × items CSR, X's dtype) with one elastic net per column, over ``n_jobs`` threads.
 
     Threads, not processes: the coordinate descent runs without the GIL, and threads share X.
     """
     from joblib import Parallel, delayed
 
-    Xc = sp.csc_matrix(X, dtype=np.float32)
+    Xc = sp.csc_matrix(X)
     Xc.sort_indices()
     n_items = Xc.shape[1]
     n_chunks = max(1, min(n_items, n_jobs * CHUNKS_PER_WORKER))
@@ -132,7 +131,7 @@ def slim_matrix(X: sp.csr_matrix, *, alpha: float, l1_ratio: float, positive: bo
             done = bar.tasks[task].completed
             bar.update(task, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f} items/s")
     rows, cols, vals = (np.concatenate([p[k] for p in parts]) for k in range(3))
-    W = sp.csr_matrix((vals, (rows, cols)), shape=(n_items, n_items), dtype=np.float32)
+    W = sp.csr_matrix((vals, (rows, cols)), shape=(n_items, n_items), dtype=Xc.dtype)
     W.sort_indices()
     return W
 
@@ -147,42 +146,35 @@ class SLIM(ItemItemRecommender):
     Config: ClassVar[type[ModelConfig]] = SLIMConfig
     matrix_name: ClassVar[str] = "W"
     display_name: ClassVar[str] = "SLIM"
-    topk_by_abs: ClassVar[bool] = True
+    cpu_only: ClassVar[bool] = True  # scikit-learn's solver; W moves to the run's device for scoring
+    half_precision_note: ClassVar[str] = "scikit-learn's solver works in float32 or float64"
 
-    def prepare_rows(self, train: sp.csr_matrix, dtype: torch.dtype) -> sp.csr_matrix:
-        X = sp.csr_matrix(train, dtype=np.float32, copy=True)  # the course fits and scores in float32
-        X.eliminate_zeros()
-        return X
+    def n_jobs(self) -> int:
+        return self.config.n_jobs or max(1, torch.get_num_threads())
 
-    def _score_dtype(self) -> torch.dtype:
-        return torch.float32
+    def memory_estimate(self, X: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> tuple[int, str]:
+        size, n_items = element_size(dtype), X.shape[1]
+        # a CSC copy of X, per worker a copy of its values and a dense target column, and W's triplets
+        data = X.nnz * (size + 4) + self.n_jobs() * (X.nnz * size + X.shape[0] * size)
+        weights = n_items * min(self.config.topk, n_items) * (size + 16)
+        return data + weights, f"{format_bytes(data)} of data copies + {format_bytes(weights)} of top-k weights"
 
-    def fit(self, train: sp.csr_matrix, ctx: FitContext) -> None:
-        started = time.perf_counter()
+    def describe(self) -> str:
         c = self.config
-        if self.dtype != torch.float32:
-            console.info(f"SLIM: fitted and scored in float32 (scikit-learn's solver), not "
-                         f"{str(self.dtype).replace('torch.', '')}")
-        self.X = self.prepare_rows(train, torch.float32)
-        self.n_users, self.n_items = train.shape
-        n_jobs = c.n_jobs or max(1, torch.get_num_threads())
-        console.info(f"SLIM: {self.n_items:,} elastic nets (alpha {c.alpha:g}, l1_ratio {c.l1_ratio:g}, "
-                     f"topk {c.topk}) over {n_jobs} thread{'s' if n_jobs > 1 else ''}")
-        W = slim_matrix(self.X, alpha=c.alpha, l1_ratio=c.l1_ratio, positive=c.positive_only, topk=c.topk,
-                        seed=ctx.seed, n_jobs=n_jobs)
-        seconds = time.perf_counter() - started
-        with quiet_sparse():
-            Wt = torch.sparse_csr_tensor(torch.from_numpy(W.indptr.astype(np.int64)),
-                                         torch.from_numpy(W.indices.astype(np.int64)),
-                                         torch.from_numpy(W.data), size=W.shape)
-        self.W = place_for_scoring(self.display_name, Wt, self.device, ctx.memory_budget_bytes)
-        self.device = self.W.device
-        self.fit_info = {"fit_device": "cpu", "fit_seconds": round(seconds, 3), "stored": "sparse",
-                         "compute_dtype": "float32", "nnz": int(W.nnz), "n_jobs": n_jobs,
-                         "items_per_second": round(self.n_items / max(seconds, 1e-9), 1)}
-        if ctx.timing is not None:
-            ctx.timing.figures["slim_fit"] = dict(self.fit_info)
-        console.info(f"SLIM: {W.nnz:,} weights in {seconds:.2f} s ({self.n_items / max(seconds, 1e-9):,.0f} items/s)")
+        n = self.n_jobs()
+        return (f"alpha {c.alpha:g}, l1_ratio {c.l1_ratio:g}, topk {c.topk}, "
+                f"{n} thread{'s' if n > 1 else ''}")
 
-    def extra_metadata(self) -> dict[str, Any]:
-        return {"fit": self.fit_info}
+    def compute_W(self, X: sp.csr_matrix, ctx: FitContext, device: torch.device, dtype: torch.dtype) -> Matrix:
+        c = self.config
+        started = time.perf_counter()
+        W = slim_matrix(X, alpha=c.alpha, l1_ratio=c.l1_ratio, positive=c.positive_only, topk=c.topk,
+                        seed=ctx.seed, n_jobs=self.n_jobs())
+        seconds = time.perf_counter() - started
+        rate = self.n_items / max(seconds, 1e-9)
+        self.fit_info.update(n_jobs=self.n_jobs(), items_per_second=round(rate, 1))
+        console.info(f"SLIM: {W.nnz:,} weights in {seconds:.2f} s ({rate:,.0f} items/s)")
+        with quiet_sparse():
+            return torch.sparse_csr_tensor(torch.from_numpy(W.indptr.astype(np.int64)),
+                                           torch.from_numpy(W.indices.astype(np.int64)),
+                                           torch.from_numpy(W.data), size=W.shape).to(device)
