@@ -98,16 +98,6 @@ def test_topk_keeps_the_k_largest_values_per_column():
         np.testing.assert_array_equal(kept[rows, j], dense[rows, j])
 
 
-def test_save_and_load_reproduce_scores(tmp_path):
-    R = sp.csr_matrix(grouped_ratings(seed=3))
-    for topk in (None, 4):
-        model = fit(GFCFConfig(num_factors=4, topk=topk), R)
-        model.save(tmp_path / f"m{topk}")
-        loaded = GFCF.load(tmp_path / f"m{topk}", train=R, device=CPU)
-        users = torch.arange(R.shape[0])
-        assert torch.equal(loaded.score(users), model.score(users))
-
-
 def test_too_many_factors_is_a_config_error():
     R = sp.csr_matrix(grouped_ratings(groups=2, users=5, items=4))
     with pytest.raises(ConfigError, match="model.num_factors is 50 but the training matrix is 10 × 8"):

@@ -20,7 +20,13 @@ from recsys_cli import console
 from recsys_cli.errors import DataError, RunFailed
 from recsys_cli.models._linalg import numpy_dtype, quiet_sparse
 from recsys_cli.models._memory import place_for_scoring, plan_fit_device
-from recsys_cli.models._tiles import ColumnTiles, Matrix, is_sparse, topk_columns
+from recsys_cli.models._tiles import (
+    ColumnTiles,
+    Matrix,
+    is_sparse,
+    scipy_csr,
+    topk_columns,
+)
 from recsys_cli.models.base import FitContext, Recommender, csr_to_torch
 
 CPU = torch.device("cpu")
@@ -143,9 +149,7 @@ class ItemItemRecommender(Recommender):
         self.device = self.W.device
         self._W_scipy = self._X_device = None
         if is_sparse(self.W) and self.W.device.type == "cpu":
-            # shares W's buffers: int64 indices are fine for SciPy
-            self._W_scipy = sp.csr_matrix((self.W.values().numpy(), self.W.col_indices().numpy(),
-                                           self.W.crow_indices().numpy()), shape=tuple(self.W.shape))
+            self._W_scipy = scipy_csr(self.W)
         elif self.neighbours == "users" and self.W.device.type != "cpu":
             with quiet_sparse():
                 self._X_device = csr_to_torch(self.X, device=self.W.device, dtype=self.W.dtype)
@@ -184,9 +188,7 @@ class ItemItemRecommender(Recommender):
             return torch.sparse.mm(xb, self.W)
 
     def _W_rows(self, index: np.ndarray) -> sp.csr_matrix:
-        W = self.W.cpu()
-        return sp.csr_matrix((W.values().numpy(), W.col_indices().numpy(), W.crow_indices().numpy()),
-                             shape=tuple(W.shape))[index]
+        return scipy_csr(self.W.cpu())[index]
 
     # -- persistence -----------------------------------------------------------------------------
     def state(self) -> dict[str, torch.Tensor]:

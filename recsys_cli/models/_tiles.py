@@ -161,3 +161,17 @@ def topk_columns(W: Matrix, k: int, *, by_abs: bool) -> torch.Tensor:
     with quiet_sparse():
         coo = torch.sparse_coo_tensor(indices, torch.cat(vals), (n_rows, n_cols)).coalesce()
         return coo.to_sparse_csr()
+
+
+def sparse_tensor(W: sp.csr_matrix) -> torch.Tensor:
+    """A SciPy CSR matrix as a torch sparse CSR tensor on the CPU, sharing its values."""
+    with quiet_sparse():
+        return torch.sparse_csr_tensor(torch.from_numpy(W.indptr.astype(np.int64)),
+                                       torch.from_numpy(W.indices.astype(np.int64)),
+                                       torch.from_numpy(W.data), size=W.shape)
+
+
+def scipy_csr(W: torch.Tensor) -> sp.csr_matrix:
+    """A torch sparse CSR tensor on the CPU as a SciPy CSR matrix sharing its buffers (int64 indices)."""
+    return sp.csr_matrix((W.values().numpy(), W.col_indices().numpy(), W.crow_indices().numpy()),
+                         shape=tuple(W.shape))
