@@ -105,25 +105,28 @@ def fit_columns(X: sp.csc_matrix, items: np.ndarray, state: tuple, *, alpha: flo
 
 
 def slim_matrix(X: sp.csr_matrix, *, alpha: float, l1_ratio: float, positive: bool, topk: int, seed: int,
-                n_jobs: int, progress: bool = True) -> sp.csr_matrix:
+                n_jobs: int, targets: np.ndarray | None = None) -> sp.csr_matrix:
     """W (items × items CSR, X's dtype) with one elastic net per column, over ``n_jobs`` threads.
 
     Threads, not processes: the coordinate descent runs without the GIL, and threads share X.
+    ``targets`` fits only those columns (the benchmark's sample); their seeds are then those of
+    the first items, so only the full fit matches the course.
     """
     from joblib import Parallel, delayed
 
     Xc = sp.csc_matrix(X)
     Xc.sort_indices()
     n_items = Xc.shape[1]
-    n_chunks = max(1, min(n_items, n_jobs * CHUNKS_PER_WORKER))
-    chunks = [c for c in np.array_split(np.arange(n_items), n_chunks) if c.size]
+    targets = np.arange(n_items) if targets is None else np.asarray(targets, dtype=np.int64)
+    n_chunks = max(1, min(targets.size, n_jobs * CHUNKS_PER_WORKER))
+    chunks = [c for c in np.array_split(targets, n_chunks) if c.size]
     states = seed_states(seed, chunks)
     params = {"alpha": alpha, "l1_ratio": l1_ratio, "positive": positive, "topk": topk}
     parallel = Parallel(n_jobs=n_jobs, backend="threading", return_as="generator_unordered")
     jobs = (delayed(_sized)(Xc, chunk, state, params) for chunk, state in zip(chunks, states, strict=True))
     parts = []
     with console.progress(unit="items") as bar:
-        task = bar.add_task("SLIM", total=n_items, rate="")
+        task = bar.add_task("SLIM", total=targets.size, rate="")
         started = time.perf_counter()
         for size, part in parallel(jobs):
             parts.append(part)
