@@ -150,7 +150,8 @@ def solve_cg(side: Interactions, Y: torch.Tensor, X: torch.Tensor, reg: float, s
         return P @ gram + side.weighted_sum(c1 * side.dots(P, Y), Y)
 
     x = X.clone()
-    r = side.weighted_sum(side.values, Y) - apply(x)
+    # r = Y_Iᵀc_u − A·x_u, with the two sparse products over the same entries folded into one
+    r = side.weighted_sum(side.values - c1 * side.dots(x, Y), Y) - x @ gram
     p = r.clone()
     rs_old = (r * r).sum(1)
     tiny = torch.finfo(X.dtype).tiny
