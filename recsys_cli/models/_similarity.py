@@ -38,7 +38,8 @@ EPS = np.float32(1e-6)
 # Cap on the entries of the dense heavy-row matrix (64 Mi entries = 256 MB in float32): past it, only
 # the heaviest rows go dense.
 HEAVY_ENTRIES = 1 << 26
-# Entries of one dense Gram block (w × n): 4 Mi entries = 16 MB, so a block per thread stays small.
+# Entries of one dense Gram block (w × n): 4 Mi entries = 16 MB, so a block per thread stays small
+# (at least 256 rows: 72 MB at 70k users).
 BLOCK_ENTRIES = 1 << 22
 
 
@@ -54,9 +55,11 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def block_width(n: int, width: int | None = None) -> int:
+    """Rows per Gram block: ~BLOCK_ENTRIES entries, and at least 256 so that the merges of the column
+    candidates (targets × K per block) stay small next to the block itself when n is large."""
     if width is not None:
         return max(1, int(width))
-    return int(max(64, min(1024, BLOCK_ENTRIES // max(n, 1))))
+    return int(max(256, min(1024, BLOCK_ENTRIES // max(n, 1))))
 
 
 @dataclass
@@ -138,13 +141,21 @@ class RunningTopK:
         self.indices = torch.full((n, k), -1, dtype=torch.int64)
 
     def merge(self, start: int, values: torch.Tensor, indices: torch.Tensor) -> None:
-        """Offer candidates (rows = targets start.., one row per target) to the running top-K."""
+        """Offer candidates (rows = targets start.., one row per target) to the running top-K.
+
+        Only targets with a candidate above their current K-th value are merged: once the running
+        lists fill up, most blocks change few of them (a tie with the K-th keeps the earlier one).
+        """
         stop = start + values.shape[0]
-        v = torch.cat([self.values[start:stop], values], dim=1)
-        i = torch.cat([self.indices[start:stop], indices], dim=1)
+        rows = torch.nonzero(values.max(dim=1).values > self.values[start:stop].min(dim=1).values).squeeze(1)
+        if rows.numel() == 0:
+            return
+        targets = rows + start
+        v = torch.cat([self.values[targets], values[rows]], dim=1)
+        i = torch.cat([self.indices[targets], indices[rows]], dim=1)
         top = torch.topk(v, self.k, dim=1, sorted=False)
-        self.values[start:stop] = top.values
-        self.indices[start:stop] = torch.gather(i, 1, top.indices)
+        self.values[targets] = top.values
+        self.indices[targets] = torch.gather(i, 1, top.indices)
 
     def to_csc_columns(self, n_rows: int) -> sp.csr_matrix:
         """W (n_rows × n targets) with target j's kept neighbours in column j, zeros and empties dropped; CSR."""
@@ -268,7 +279,7 @@ def column_similarity(X: sp.csr_matrix, sim: Similarity, topk: int, *, width: in
         if sim.symmetric:
             S = sim.apply_(G, slice(a, n), slice(a, b), terms, cand_axis=1)
             rows = topk_rows(S, topk, a)
-            cols = topk_rows(S[:, b - a:].T, topk, a) if b < n else None
+            cols = topk_rows(S[:, b - a:].T.contiguous(), topk, a) if b < n else None
         else:
             cols = None
             if b < n:
