@@ -18,7 +18,7 @@ import torch
 
 from recsys_cli import console
 from recsys_cli.errors import DataError, RunFailed
-from recsys_cli.models._linalg import numpy_dtype, quiet_sparse
+from recsys_cli.models._linalg import numpy_dtype, quiet_sparse, sparse_product_into
 from recsys_cli.models._memory import place_for_scoring, plan_fit_device
 from recsys_cli.models._tiles import (
     ColumnTiles,
@@ -233,7 +233,7 @@ def _sparse_product(left: sp.csr_matrix, index: np.ndarray, right: sp.csr_matrix
 
     def one(a: int) -> None:
         b = min(rows.shape[0], a + SPARSE_SCORE_CHUNK)
-        (rows[a:b] @ right).toarray(out=out[a:b])
+        sparse_product_into(rows[a:b], right, out[a:b])
 
     threads = max(1, torch.get_num_threads())
     if threads == 1 or len(chunks) == 1:
