@@ -46,6 +46,19 @@ def _mean_validation_score(model, train, validation) -> float:
     return float(scores[coo.row, coo.col].mean())
 
 
+def interrupting_at(call: int):
+    """An evaluator that is Ctrl-C'd at its ``call``-th validation and is the stand-in before."""
+    calls = {"n": 0}
+
+    def evaluator(model, train, validation):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return _mean_validation_score(model, train, validation)
+
+    return evaluator
+
+
 def _models():
     return [
         lambda: TwoTower(TwoTowerConfig(layers=[8, 4]), device=CPU, dtype=torch.float32, seed=3),
@@ -61,18 +74,10 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, make):
     Trainer(full, _ctx(tmp_path / "a", early_stopping={"enabled": False}),
             evaluator=_mean_validation_score).fit(train)
 
-    calls = {"n": 0}
-
-    def interrupt_in_third(model, tr, val):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return _mean_validation_score(model, tr, val)
-
     first = make()
     with pytest.raises(KeyboardInterrupt):
         Trainer(first, _ctx(tmp_path / "b", early_stopping={"enabled": False}),
-                evaluator=interrupt_in_third).fit(train)
+                evaluator=interrupting_at(3)).fit(train)
     side = json.loads(checkpoint_paths(tmp_path / "b", "last")[1].read_text())
     assert side["epoch"] == 2 and not side["finished"]
 
@@ -165,7 +170,7 @@ def test_same_seed_same_weights():
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
-@pytest.mark.parametrize("config", ["dae.yaml", "two-tower-1.yaml", "two-tower-2.yaml"])
+@pytest.mark.parametrize("config", ["dae.yaml", "multvae.yaml", "two-tower-1.yaml", "two-tower-2.yaml"])
 def test_recsys_run_end_to_end_on_synthetic(config):
     from recsys_cli import experiment
     from recsys_cli.config import load_config

@@ -150,3 +150,36 @@ def test_a_model_without_an_optimizer_trains_checkpoints_and_resumes(tmp_path):
     Trainer(resumed, _ctx(tmp_path / "b", resume=True, epochs=4, early_stopping={"enabled": False}),
             evaluator=_mean_validation_score).fit(train)
     assert torch.equal(resumed.scores, full.scores)
+
+
+def test_patience_in_epochs_with_every_epoch_validated_early_then_every_eval_every():
+    train, _ = _data()
+    script = iter([0.1, 0.3, 0.2, 0.25, 0.2, 0.9])
+    model = _two_tower()
+    ctx = _ctx(None, epochs=20, eval_every=2, eval_every_epoch_until=3,
+               early_stopping={"patience": 2, "patience_epochs": 4})
+    trainer = Trainer(model, ctx, evaluator=lambda *a: next(script))
+    trainer.fit(train)
+    # validated at 1, 2, 3 (every epoch), then 4, 6 (every 2); patience 2 evaluations would stop at 4,
+    # 4 epochs after the best (2) stops at the first validation from epoch 6 on
+    assert [r["epoch"] for r in trainer.history if r["val_metric"] is not None] == [1, 2, 3, 4, 6]
+    assert model.epochs_trained == 6 and model.best_epoch == 2
+    assert model.stop_reason == "early stopping: no NDCG@10 improvement > 0 in 4 epochs (patience_epochs 4)"
+
+
+def test_training_stopped_inside_an_epoch_ends_the_fit_with_its_reason():
+    from recsys_cli.training.hooks import TrainingStopped
+
+    train, _ = _data()
+
+    class Budgeted(DAE):
+        def train_epoch(self, trainer, train, epoch, generator):
+            if epoch == 3:
+                raise TrainingStopped("time budget spent")
+            return super().train_epoch(trainer, train, epoch, generator)
+
+    model = Budgeted(DAEConfig(hidden=[16, 4]), device=CPU, dtype=torch.float32, seed=3)
+    trainer = Trainer(model, _ctx(None, epochs=6), evaluator=_mean_validation_score)
+    trainer.fit(train)
+    assert [r["epoch"] for r in trainer.history] == [1, 2]
+    assert model.epochs_trained == 2 and model.stop_reason == "time budget spent"

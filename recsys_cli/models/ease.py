@@ -103,5 +103,5 @@ class EASE(ItemItemRecommender):
             columns.div_(-own.diagonal().clone())
             own.fill_diagonal_(0)
         self.fit_info.update(gram_seconds=round(t1 - t0, 3), inverse_seconds=round(t2 - t1, 3))
-        console.info(f"EASE: XᵀX {t1 - t0:.2f} s, inverse {t2 - t1:.2f} s")
+        console.debug(f"EASE: XᵀX {t1 - t0:.2f} s, inverse {t2 - t1:.2f} s")
         return B

@@ -100,5 +100,5 @@ class GFCF(ItemItemRecommender):
             columns.addmm_(left, right[:, a:b], alpha=self.config.alpha)
         synchronize(device)
         self.fit_info.update(gram_seconds=round(t1 - t0, 3), svd_seconds=round(t2 - t1, 3))
-        console.info(f"GF-CF: R̃ᵀR̃ {t1 - t0:.2f} s, SVD {t2 - t1:.2f} s")
+        console.debug(f"GF-CF: R̃ᵀR̃ {t1 - t0:.2f} s, SVD {t2 - t1:.2f} s")
         return W

@@ -271,6 +271,7 @@ class Trainer:
         self.stop_reason = side.get("stop_reason")
         self.global_step = int(side.get("global_step", 0))
         epoch = int(side["epoch"])
+        self.resumed_after = epoch  # the next epoch's log row says so; the curve marks it
         console.info(f"resuming from {self.ctx.resume_from} after epoch {epoch}"
                      + (f" (best {self.metric_name} {self.best_metric:.5f} at epoch {self.best_epoch})"
                         if self.best_metric is not None else ""))
@@ -346,6 +347,7 @@ class Trainer:
             model, train, validation, [self.es.cutoff], min_ratings_per_user=ev.min_ratings_per_user,
             exclude_seen=ev.exclude_seen, ignore_users=ev.ignore_users, ignore_items=ev.ignore_items,
             block_size=ev.user_batch_size, device=model.device, progress=False,
+            keep_per_user=False,  # a validation value per epoch needs no per-user file
         )
         return float(result.value(self.es.metric, self.es.cutoff))
 
@@ -359,7 +361,10 @@ class Trainer:
             self.model.train()
 
     def validates_at(self, epoch: int) -> bool:
-        return self.validating and (epoch % self.tc.eval_every == 0 or epoch == self.tc.epochs)
+        """Every epoch up to ``eval_every_epoch_until``, then every ``eval_every`` epochs, and the last."""
+        tc = self.tc
+        return self.validating and (epoch <= tc.eval_every_epoch_until or epoch % tc.eval_every == 0
+                                    or epoch == tc.epochs)
 
     def validate_epoch(self, train: sp.csr_matrix, epoch: int, row: dict[str, Any]) -> bool:
         """Validate (when due), update the best epoch, hand the value to the hooks. True when improved."""
@@ -387,12 +392,17 @@ class Trainer:
 
     def stop_decision(self, epoch: int) -> str | None:
         """Early stopping: the reason to stop after ``epoch`` (None: go on)."""
+        es = self.es
         if self.stopped_early:
             return self.stop_reason
-        if (self.validating and self.es.enabled and self.bad_evaluations >= self.es.patience
-                and epoch >= self.es.min_epochs):
-            return (f"early stopping: no {self.metric_name} improvement > {self.es.min_delta:g} "
-                    f"in {self.es.patience} evaluations")
+        if not (self.validating and es.enabled and self.best_epoch is not None and epoch >= es.min_epochs):
+            return None
+        if es.patience_epochs is not None:
+            if epoch - self.best_epoch >= es.patience_epochs and self.validates_at(epoch):
+                return (f"early stopping: no {self.metric_name} improvement > {es.min_delta:g} "
+                        f"in {epoch - self.best_epoch} epochs (patience_epochs {es.patience_epochs})")
+        elif self.bad_evaluations >= es.patience:
+            return f"early stopping: no {self.metric_name} improvement > {es.min_delta:g} in {es.patience} evaluations"
         return None
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -448,6 +458,8 @@ class Trainer:
             "best": False,
         }
         row.update({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in logs.items()})
+        if epoch == getattr(self, "resumed_after", -1) + 1:
+            row["resumed"] = True
         self._samples_total += int(n_samples or 0)
         for hook in self.hooks:
             hook.on_epoch_end(epoch, self.global_step, {k: v for k, v in row.items() if k != "val_metric"})
@@ -486,8 +498,12 @@ class Trainer:
         finally:
             if self.run_dir is not None and self.history:
                 with contextlib.suppress(Exception):  # a plotting failure must not mask the real outcome
-                    curves.write_curve(self.run_dir, self.history, metric_name=self.metric_name,
-                                       title=f"{model.name}: loss and validation {self.metric_name}")
+                    curves.write_curve(
+                        self.run_dir, self.history, metric_name=self.metric_name,
+                        title=curves.curve_title(self.run_dir, model.name, self.metric_name),
+                        resumed_after=[r["epoch"] - 1 for r in self.history if r.get("resumed")],
+                        formats=self.ctx.plot_formats,
+                    )
         self.finish(time.perf_counter() - fit_start)
         return model
 
