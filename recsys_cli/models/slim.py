@@ -127,12 +127,11 @@ def slim_matrix(X: sp.csr_matrix, *, alpha: float, l1_ratio: float, positive: bo
     parts = []
     with console.progress(unit="items") as bar:
         task = bar.add_task("SLIM", total=targets.size, rate="")
-        started = time.perf_counter()
+        started, done = time.perf_counter(), 0
         for size, part in parallel(jobs):
             parts.append(part)
-            bar.advance(task, size)
-            done = bar.tasks[task].completed
-            bar.update(task, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f} items/s")
+            done += size
+            bar.update(task, completed=done, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.1f} items/s")
     rows, cols, vals = (np.concatenate([p[k] for p in parts]) for k in range(3))
     W = sp.csr_matrix((vals, (rows, cols)), shape=(n_items, n_items), dtype=Xc.dtype)
     W.sort_indices()
