@@ -1,5 +1,5 @@
 """The template of every model that scores with one square matrix W: EASE, GF-CF, ItemKNN, UserKNN,
-P3alpha, RP3beta (and, later, SLIM and PureSVD's item variant).
+P3alpha, RP3beta, SLIM and PureSVD's item variant.
 
 A model built on :class:`ItemItemRecommender` implements only how W is computed and what that costs
 in memory; the base class owns everything else. See the class docstring for the interface.
