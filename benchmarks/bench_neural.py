@@ -103,8 +103,8 @@ def bench_dae(train: sp.csr_matrix, seed_users: int) -> dict:
         h = torch.relu(dense_first(rows))
         for i, layer in enumerate(model.layers, start=1):
             h = layer(h)
-            if model._relu_after[i]:
-                h = torch.relu(h)
+            if model._act_after[i]:
+                h = model._act(h)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(h, (rows > 0).float())
         opt.zero_grad()
         loss.backward()
