@@ -5,7 +5,8 @@
 
 Figures (targets from issue 6, on the project's 2-core CPU):
 - DAE: seconds for one epoch over all users with the default architecture (≤ 30 s);
-- two-tower (variants 1 and 2, configs/two-tower-{1,2}.yaml): training samples/s (≥ 500,000) and
+- two-tower (variants 1 and 2, configs/two-tower-{1,2}.yaml): training samples/s (≥ 500,000; also
+  with each loss, bce, bpr and softmax, on a 500,000-interaction sample) and
   evaluation users/s (≥ 20,000; scoring all items and taking the top 10 per user, in the evaluator's
   blocks), and the whole evaluator's users/s (27 columns, seen items masked);
 - the seed's approach measured in the same run on a small sample: per-item Python scoring loop
@@ -208,6 +209,36 @@ def bench_two_tower(train: sp.csr_matrix, config: str, train_nnz: int, seed_user
             "sampling_ratio": round(vec_sampling / seed_sampling, 1)}
 
 
+def bench_losses(train: sp.csr_matrix, config: str, train_nnz: int) -> dict:
+    """Training throughput of one epoch with each loss, the config's other settings unchanged.
+
+    Samples are what the engine counts (positives plus their uniform negatives); for softmax each
+    positive is also scored against every other candidate of its batch, so positives/s is given too.
+    A loss other than the config's gets 3 negatives per positive for bce/bpr and none for softmax."""
+    model_cfg, training = config_section(config)
+    model_cfg.pop("name", None)
+    variant = model_cfg.get("variant", 1)
+    tc = TrainingConfig(**{**training, "epochs": 1})
+    coo = train.tocoo()
+    keep = np.random.default_rng(2).permutation(coo.nnz)[:train_nnz]
+    sub = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=train.shape)
+    figures = {}
+    for loss in ("bce", "bpr", "softmax"):
+        cfg = {**model_cfg, "loss": loss}
+        if loss != model_cfg.get("loss", "bce"):
+            cfg["num_negatives"] = 0 if loss == "softmax" else 3
+            if loss != "softmax":
+                cfg.pop("normalize", None)
+        model = TwoTower(TwoTowerConfig(**cfg), device=DEVICE, dtype=torch.float32, seed=0)
+        trainer = Trainer(model, FitContext(device=DEVICE, dtype=torch.float32, seed=0, training=tc))
+        trainer.fit(sub)
+        row = trainer.history[0]
+        positives = len(model._pos_users)
+        figures[f"two_tower_{variant}_{loss}_train_samples_per_second"] = row["samples_per_second"]
+        figures[f"two_tower_{variant}_{loss}_train_positives_per_second"] = round(positives / row["seconds"], 1)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the users and interactions")
@@ -235,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "two-tower"):
         for config in ("two-tower-1.yaml", "two-tower-2.yaml"):
             figures.update(bench_two_tower(train, config, train_nnz=int(1_500_000 * scale), seed_users=5))
+            figures.update(bench_losses(train, config, train_nnz=int(500_000 * scale)))
     print(json.dumps(figures, indent=2))
     print("\ntargets: DAE epoch ≤ 30 s; two-tower ≥ 500,000 training samples/s and ≥ 20,000 eval users/s",
           file=sys.stderr)

@@ -370,10 +370,11 @@ def sampled_softmax_loss(scores: torch.Tensor, log_q: torch.Tensor, candidates: 
     row p's positive item (the same item appearing twice in the batch) is an accidental hit and is
     left out of that row's softmax."""
     n = scores.shape[0]
-    logits = scores / temperature - log_q
+    # one new P × C tensor, then in place (neither step's backward needs its input or output)
+    logits = (scores * (1.0 / temperature)).sub_(log_q)
     hits = candidates[None, :] == candidates[:n, None]
-    hits[torch.arange(n), torch.arange(n)] = False
-    logits = logits.masked_fill(hits, float("-inf"))
+    hits.diagonal().fill_(False)
+    logits.masked_fill_(hits, float("-inf"))
     return F.cross_entropy(logits, torch.arange(n, device=scores.device))
 
 
