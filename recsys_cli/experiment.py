@@ -56,8 +56,10 @@ def train(config: Config, *, evaluate: bool = False, resume: str | Path | None =
         model_cls = get_model_class(config.model.name)
     except ValueError as exc:
         raise RecsysError(str(exc)) from None
-    run = _reopen_for_resume(config, resume, model_cls) if resume else RunDirectory.create(config)
+    run, notes = _reopen_for_resume(config, resume, model_cls) if resume else (RunDirectory.create(config), [])
     with run.active(device=None):
+        for note in notes:
+            console.info(note)
         device, dtype = _runtime(config)
         run.update_env(device=describe_device(device), dtype=config.device.dtype, tf32=config.device.tf32)
         console.info(f"experiment {config.experiment.name}: model {model_cls.name}, seed {config.experiment.seed}")
@@ -71,21 +73,49 @@ def train(config: Config, *, evaluate: bool = False, resume: str | Path | None =
     return RunResult(run.path, "succeeded", metrics)
 
 
-def _reopen_for_resume(config: Config, resume: str | Path, model_cls) -> RunDirectory:
-    """``--resume RUN_DIR`` continues in the same run directory, with the config it was started with."""
-    from recsys_cli.config import config_hash
+def _reopen_for_resume(config: Config, resume: str | Path, model_cls) -> tuple[RunDirectory, list[str]]:
+    """``--resume RUN_DIR`` continues in the same run directory.
+
+    The config is compared with what the run recorded: the model and training sections of its last
+    checkpoint, the rest from its config.yaml. Keys in ``checkpoint.SAFE_ON_RESUME`` (e.g.
+    ``training.epochs``, to extend a run) may change, and config.yaml is then updated; any other
+    change is refused naming the keys. Returns the run and the lines that say what changed.
+    """
+    from recsys_cli.config import resolved_dict, to_yaml
     from recsys_cli.errors import ConfigError
+    from recsys_cli.training import checkpoint as ckpt
 
     run = RunDirectory.open(resume)
     if not getattr(model_cls, "trainable", False) or model_cls.task != "recommendation":
         raise ConfigError(f"{model_cls.name} has no checkpoints to resume from",
                           hint="start a new run without --resume")
-    if config_hash(run.config()) != config_hash(config):
-        raise ConfigError(f"the config differs from the one {run.path} was started with",
-                          hint=f"resume with the run's own config: recsys train {run.path / 'config.yaml'} "
-                               f"--resume {run.path}")
+    recorded = resolved_dict(run.config())
+    if ckpt.checkpoint_paths(run.path, "last")[0].is_file():
+        _, side = ckpt.load_checkpoint(run.path, "last")
+        for section in ("model", "training"):
+            if isinstance(side.get(section), dict):
+                recorded[section] = side[section]
+    new = resolved_dict(config)
+    allowed, refused = ckpt.resume_changes(recorded, new)
+    if refused:
+        changes = ", ".join(f"{k} ({_short(ckpt.lookup(recorded, k))} → {_short(ckpt.lookup(new, k))})"
+                            for k in refused)
+        raise ConfigError(
+            f"--resume: the config differs from what {run.path} was trained with in {changes}",
+            hint=f"only {', '.join(ckpt.SAFE_ON_RESUME[:5])}, … may change on resume; resume with the run's own "
+                 f"config (recsys train {run.path / 'config.yaml'} --resume {run.path}) or start a new run",
+        )
+    notes = [f"resuming with {key} changed: {_short(ckpt.lookup(recorded, key))} → {_short(ckpt.lookup(new, key))}"
+             for key in allowed]
+    if allowed:
+        atomic.write_text(run.path / "config.yaml", to_yaml(config))
     run.write_status("running", resumed=True)
-    return run
+    return run, notes
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _runtime(config: Config) -> tuple[torch.device, torch.dtype]:

@@ -72,7 +72,11 @@ class EarlyStoppingConfig(Section):
     cutoff: int = Field(10, ge=1, description="Cutoff of the validation metric.")
     patience: int = Field(5, ge=1, description="Evaluations without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest increase that counts as an improvement.")
-    min_epochs: int = Field(0, ge=0, description="Never stop early before this many epochs (the LightGCN paper: 250).")
+    min_epochs: int = Field(0, ge=0, description="Never stop early before this many epochs.")
+    patience_epochs: int | None = Field(
+        None, ge=1, description="Stop when this many epochs pass after the best one (counted in epochs, whatever "
+        "the evaluation schedule); replaces patience when set."
+    )
 
 
 class TrainingConfig(Section):
@@ -84,6 +88,9 @@ class TrainingConfig(Section):
     momentum: float = Field(0.0, ge=0, lt=1, description="Momentum (sgd only).")
     grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
     eval_every: int = Field(1, ge=1, description="Validate every this many epochs.")
+    eval_every_epoch_until: int = Field(
+        0, ge=0, description="Validate after every epoch up to this one, then every eval_every epochs."
+    )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
 
 

@@ -179,15 +179,24 @@ class DAE(TrainableRecommender):
     def batch_samples(self, batch: Any) -> int:
         return len(batch)
 
-    def training_loss(self, batch: np.ndarray) -> torch.Tensor:
+    def sparse_batch(self, batch: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """A batch of users as its clean target's non-zeros (rows, cols, values) and its noisy input
+        (indices, row offsets, values), all without densifying a row."""
         indices, offsets, values = self._rows(batch)
         n = len(batch)
         counts = torch.diff(offsets, append=torch.tensor([len(indices)]))
         rows = torch.repeat_interleave(torch.arange(n), counts, output_size=len(indices))
-        n_rows, n_idx, n_val = self.add_noise(rows, indices, values, n)
+        n_rows, n_idx, n_val = self.add_noise(rows, indices, self.input_values(offsets, values), n)
         n_off = torch.searchsorted(n_rows, torch.arange(n))
-        hidden = self.encode(n_idx, n_off, n_val)
-        return self.reconstruction_loss(hidden, rows, indices, values)
+        return rows, indices, values, n_idx, n_off, n_val
+
+    def input_values(self, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """The values of sparse input rows before noise, in training and scoring (the DAE's: as they are)."""
+        return values
+
+    def training_loss(self, batch: np.ndarray) -> torch.Tensor:
+        rows, cols, values, *noisy = self.sparse_batch(batch)
+        return self.reconstruction_loss(self.encode(*noisy), rows, cols, values)
 
     def reconstruction_loss(self, hidden: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
                             values: torch.Tensor) -> torch.Tensor:
@@ -218,7 +227,7 @@ class DAE(TrainableRecommender):
         try:
             with torch.no_grad():
                 indices, offsets, values = self._rows(users.detach().cpu().numpy())
-                return self.encode_decode(indices, offsets, values)
+                return self.encode_decode(indices, offsets, self.input_values(offsets, values))
         finally:
             self.train(was_training)
 
