@@ -251,8 +251,9 @@ def bench_losses(train: sp.csr_matrix, config: str, train_nnz: int) -> dict:
     """Training throughput of one epoch with each loss, the config's other settings unchanged.
 
     Samples are what the engine counts (positives plus their uniform negatives); for softmax each
-    positive is also scored against every other candidate of its batch, so positives/s is given too.
-    A loss other than the config's gets 3 negatives per positive for bce/bpr and none for softmax."""
+    positive is also scored against every candidate of its batch, so positives/s and logits/s are
+    given too. A loss other than the config's gets 3 negatives per positive and 4,096 samples per
+    batch for bce/bpr, and no extra negatives and 1,024 positives per batch for softmax."""
     model_cfg, training = config_section(config)
     model_cfg.pop("name", None)
     variant = model_cfg.get("variant", 1)
@@ -263,17 +264,23 @@ def bench_losses(train: sp.csr_matrix, config: str, train_nnz: int) -> dict:
     figures = {}
     for loss in ("bce", "bpr", "softmax"):
         cfg = {**model_cfg, "loss": loss}
+        loss_tc = tc
         if loss != model_cfg.get("loss", "bce"):
             cfg["num_negatives"] = 0 if loss == "softmax" else 3
             if loss != "softmax":
                 cfg.pop("normalize", None)
+            loss_tc = tc.model_copy(update={"batch_size": 1024 if loss == "softmax" else 4096})
         model = TwoTower(TwoTowerConfig(**cfg), device=DEVICE, dtype=torch.float32, seed=0)
-        trainer = Trainer(model, FitContext(device=DEVICE, dtype=torch.float32, seed=0, training=tc))
+        trainer = Trainer(model, FitContext(device=DEVICE, dtype=torch.float32, seed=0, training=loss_tc))
         trainer.fit(sub)
         row = trainer.history[0]
         positives = len(model._pos_users)
         figures[f"two_tower_{variant}_{loss}_train_samples_per_second"] = row["samples_per_second"]
         figures[f"two_tower_{variant}_{loss}_train_positives_per_second"] = round(positives / row["seconds"], 1)
+        if loss == "softmax":
+            candidates = model._positives_per_batch() * (1 + model.config.num_negatives)
+            figures[f"two_tower_{variant}_softmax_train_logits_per_second"] = round(
+                positives * candidates / row["seconds"], 1)
     return figures
 
 

@@ -228,3 +228,14 @@ def test_loss_settings_are_checked():
     with pytest.raises(ValidationError, match="variant 1 has no towers"):
         TwoTowerConfig(variant=1, normalize=True)
     assert TwoTowerConfig(loss="softmax", num_negatives=0).num_negatives == 0
+
+
+def test_variant_1_softmax_refuses_a_batch_whose_pair_activations_do_not_fit(monkeypatch):
+    from recsys_cli.errors import ResourceError
+
+    monkeypatch.setattr(two_tower, "VARIANT1_SOFTMAX_BYTES", 64 * 64 * 6 * 12 - 1)  # one byte short for 64 positives
+    with pytest.raises(ResourceError, match="pair activations per batch") as err:
+        _fitted(variant=1, layers=[12, 6], loss="softmax", num_negatives=0)
+    assert "lower training.batch_size (now 64" in err.value.hint
+    monkeypatch.setattr(two_tower, "VARIANT1_SOFTMAX_BYTES", 64 * 64 * 6 * 12)
+    _fitted(variant=1, layers=[12, 6], loss="softmax", num_negatives=0)

@@ -45,12 +45,14 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from recsys_cli.config.schema import ModelConfig
+from recsys_cli.errors import ResourceError
 from recsys_cli.models.registry import register
 from recsys_cli.training.engine import LOW_PRECISION, TrainableRecommender
 from recsys_cli.training.sampling import NegativeSampler
 
 PAIR_BLOCK_ELEMENTS = 1 << 21  # widest activation of a variant-1 scoring block (8 MiB in float32: cache-sized)
 ONE_LAYER_BLOCK_ELEMENTS = 1 << 18  # users × items of a one-hidden-layer scoring block on the CPU (1 MiB)
+VARIANT1_SOFTMAX_BYTES = 4 << 30  # cap on a variant-1 softmax batch's pair activations
 
 
 class TwoTowerConfig(ModelConfig):
@@ -183,6 +185,8 @@ class TwoTower(TrainableRecommender):
 
     def epoch_batches(self, train: sp.csr_matrix, generator: torch.Generator) -> Iterator[Any]:
         k = self.config.num_negatives
+        if self.config.loss == "softmax" and self.config.variant == 1:
+            self._check_pair_activations()
         # The whole epoch's negatives in one call, drawn for the positives in CSR (user) order: the
         # sampler's membership test then walks the sorted training keys almost sequentially, ~5×
         # faster than for shuffled queries. Row j holds the j-th negative of every positive.
@@ -196,6 +200,20 @@ class TwoTower(TrainableRecommender):
             labels[: len(users)] = 1.0
             yield PairBatch((users.repeat(1 + k), torch.cat([items, negatives[:, idx].reshape(-1).long()]), labels),
                             positives=len(users))
+
+    def _check_pair_activations(self) -> None:
+        """Variant 1's softmax keeps P × C × L1 activations per batch: refuse a batch that cannot fit."""
+        p = min(self._positives_per_batch(), len(self._pos_users))
+        c = p * (1 + self.config.num_negatives)
+        need = p * c * self.config.layers[1] * 4 * 3  # the merged pre-activation, its ReLU and their gradient
+        if need > VARIANT1_SOFTMAX_BYTES:
+            raise ResourceError(
+                f"variant 1 with loss softmax would hold {need / 2**30:.1f} GiB of pair activations per batch "
+                f"({p:,} positives × {c:,} candidates × {self.config.layers[1]} units)",
+                hint=f"lower training.batch_size (now {self.training_config.batch_size}; 1024 needs "
+                     f"{1024 * 1024 * (1 + self.config.num_negatives) * self.config.layers[1] * 12 / 2**30:.2f} GiB) "
+                     "or use loss bce or bpr",
+            )
 
     def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         self._item_cache = None
