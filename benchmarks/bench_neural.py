@@ -153,7 +153,7 @@ def bench_multvae(train: sp.csr_matrix, sample_users: int) -> dict:
     dense_rate = len(sample) / (time.perf_counter() - t0)
     ours = users / epoch_seconds
     return {"multvae_epoch_seconds": round(epoch_seconds, 2), "multvae_users_per_second": round(ours, 1),
-            "multvae_batch_size": tc.batch_size, "dense_multvae_users_per_second": round(dense_rate, 1),
+            "multvae_users_per_batch": model.users_per_batch(), "dense_multvae_users_per_second": round(dense_rate, 1),
             "multvae_ratio": round(ours / dense_rate, 2)}
 
 

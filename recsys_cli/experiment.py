@@ -132,19 +132,43 @@ def run(config: Config, *, hooks: list | None = None) -> RunResult:
     return train(config, evaluate=True, hooks=hooks)
 
 
-def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int] | None = None,
-             overrides: list[str] | None = None) -> RunResult:
-    """Evaluate a trained run from its saved model, without refitting."""
-    run = RunDirectory.open(run_dir)
+@dataclass
+class TrainedRun:
+    """A finished run's directory, config, split and saved recommender, loaded on the config's device."""
+
+    run: RunDirectory
+    config: Config
+    model: Any
+    split: Any
+
+
+def load_trained(run_dir: str | Path, overrides: list[str] | None = None, *, run: RunDirectory | None = None
+                 ) -> TrainedRun:
+    """Open a run directory and load its split (fingerprint checked) and its saved recommender."""
+    run = run or RunDirectory.open(run_dir)
     config = run.config(overrides)
     model_cls = get_model_class(config.model.name)
     if model_cls.task == "classification":
         raise RecsysError(f"{config.model.name} runs report their metrics during training",
                           hint=f"read {run.path / 'metrics.csv'}")
     if not (run.path / "model" / "model.pt").is_file():
+        if not config.run.save_model:
+            raise RecsysError(f"{run.path} has no saved model: it ran with run.save_model: false",
+                              hint="rerun it with --set run.save_model=true to evaluate it again later")
         raise RecsysError(f"{run.path} has no saved model (model/model.pt)",
                           hint="the run did not finish fitting; rerun recsys train")
     from recsys_cli.data import load_split_for_run
+
+    device, dtype = _runtime(config)
+    split_obj = load_split_for_run(run, config)
+    model = _load_model(model_cls, run.path / "model", train=split_obj.train, device=device, dtype=dtype)
+    return TrainedRun(run, config, model, split_obj)
+
+
+def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int] | None = None,
+             overrides: list[str] | None = None) -> RunResult:
+    """Evaluate a trained run from its saved model, without refitting."""
+    run = RunDirectory.open(run_dir)
     from recsys_cli.tasks.recommendation import evaluate_model
 
     # keep the original run's phases (fit, split, ...) in timing.json; only "evaluate" is replaced
@@ -160,10 +184,8 @@ def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int
             run.timing.figures[name] = value
 
     with console.capture() as log:
-        device, dtype = _runtime(config)
-        split_obj = load_split_for_run(run, config)
-        model = _load_model(model_cls, run.path / "model", train=split_obj.train, device=device, dtype=dtype)
-        result = evaluate_model(config, run, model, split_obj, which=split, cutoffs=cutoffs)
+        trained = load_trained(run.path, overrides, run=run)
+        result = evaluate_model(trained.config, run, trained.model, trained.split, which=split, cutoffs=cutoffs)
         run.write_timing()
     log_path = run.path / "log.txt"
     previous = log_path.read_text(encoding="utf-8") if log_path.exists() else ""

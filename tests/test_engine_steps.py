@@ -165,3 +165,21 @@ def test_patience_in_epochs_with_every_epoch_validated_early_then_every_eval_eve
     assert [r["epoch"] for r in trainer.history if r["val_metric"] is not None] == [1, 2, 3, 4, 6]
     assert model.epochs_trained == 6 and model.best_epoch == 2
     assert model.stop_reason == "early stopping: no NDCG@10 improvement > 0 in 4 epochs (patience_epochs 4)"
+
+
+def test_training_stopped_inside_an_epoch_ends_the_fit_with_its_reason():
+    from recsys_cli.training.hooks import TrainingStopped
+
+    train, _ = _data()
+
+    class Budgeted(DAE):
+        def train_epoch(self, trainer, train, epoch, generator):
+            if epoch == 3:
+                raise TrainingStopped("time budget spent")
+            return super().train_epoch(trainer, train, epoch, generator)
+
+    model = Budgeted(DAEConfig(hidden=[16, 4]), device=CPU, dtype=torch.float32, seed=3)
+    trainer = Trainer(model, _ctx(None, epochs=6), evaluator=_mean_validation_score)
+    trainer.fit(train)
+    assert [r["epoch"] for r in trainer.history] == [1, 2]
+    assert model.epochs_trained == 2 and model.stop_reason == "time budget spent"

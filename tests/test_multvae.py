@@ -86,16 +86,28 @@ def test_resume_with_annealing_equals_an_uninterrupted_run(tmp_path):
     train, _ = _data()
     # β anneals over ~2.5 epochs of 4 batches, so the resumed epochs must continue from the saved step
     settings = {"early_stopping": {"enabled": False}, "batch_size": 16, "epochs": 4}
-    full = _model(anneal_steps=10, beta_max=0.5)
+    full = _model(anneal_steps=10, beta_max=0.5, min_batches_per_epoch=4)
     Trainer(full, _ctx(tmp_path / "a", **settings), evaluator=_mean_validation_score).fit(train)
 
     with pytest.raises(KeyboardInterrupt):
-        Trainer(_model(anneal_steps=10, beta_max=0.5), _ctx(tmp_path / "b", **settings),
+        Trainer(_model(anneal_steps=10, beta_max=0.5, min_batches_per_epoch=4), _ctx(tmp_path / "b", **settings),
                 evaluator=interrupting_at(3)).fit(train)
-    resumed = _model(anneal_steps=10, beta_max=0.5)
+    resumed = _model(anneal_steps=10, beta_max=0.5, min_batches_per_epoch=4)
     Trainer(resumed, _ctx(tmp_path / "b", resume=True, **settings), evaluator=_mean_validation_score).fit(train)
-    assert resumed.anneal_step == full.anneal_step
+    assert resumed.anneal_step == full.anneal_step == 16 and full.beta() == 0.5
     a, b = full.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     logs = [list(csv.DictReader((tmp_path / d / "train_log.csv").open())) for d in ("a", "b")]
     assert [(r["loss"], r["kl"], r["beta"]) for r in logs[0]] == [(r["loss"], r["kl"], r["beta"]) for r in logs[1]]
+
+
+@pytest.mark.parametrize(("cap", "min_batches", "expected"), [(500, 16, 4), (500, 4, 15), (3, 16, 3), (500, 100, 1)])
+def test_users_per_batch_scale_with_the_data_set(cap, min_batches, expected):
+    train, _ = _data()  # 60 users, all active
+    model = _model(min_batches_per_epoch=min_batches)
+    model.training_config = _ctx(None, batch_size=cap).training
+    model.build_for(train)
+    assert model.users_per_batch() == expected
+    batches = list(model.epoch_batches(train, torch.Generator().manual_seed(0)))
+    assert len(batches) == model.num_batches(train) == -(-60 // expected)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(60))

@@ -90,16 +90,12 @@ def test_an_epoch_visits_every_positive_once_with_k_unseen_negatives():
         assert not dense[u.numpy(), i.numpy()].any()
 
 
-def test_training_improves_the_loss_and_checkpoint_round_trip(tmp_path):
+def test_training_improves_the_loss():
     model, train = _fitted(epochs=1, variant=2, layers=[8, 4])
     later, _ = _fitted(epochs=15, variant=2, layers=[8, 4])
     batch = next(model.epoch_batches(train, torch.Generator().manual_seed(9)))
     with torch.no_grad():
         assert float(later.training_loss(batch)) < float(model.training_loss(batch))
-    later.save(tmp_path / "m")
-    loaded = TwoTower.load(tmp_path / "m", train=train, device=CPU)
-    users = torch.arange(30)
-    assert torch.equal(loaded.score(users), later.score(users))
 
 
 @pytest.mark.parametrize("variant", [1, 2])

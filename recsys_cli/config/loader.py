@@ -18,6 +18,88 @@ from recsys_cli.errors import ConfigError
 
 ENV_OVERRIDES = {"RECSYS_DATA_DIR": ("data", "data_dir"), "RECSYS_RUNS_DIR": ("experiment", "runs_dir")}
 
+# A config is a few hundred lines: these bounds refuse hostile documents (an alias "billion laughs"
+# expands exponentially: composing it is cheap, but printing or validating the value is not).
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000  # nodes after expanding aliases
+MAX_YAML_DEPTH = 50
+MAX_SHOWN_VALUE = 80  # characters of a bad value quoted in an error message
+
+
+class _Refused(yaml.YAMLError):
+    def __init__(self, problem: str, mark: Any = None):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with bounded depth and alias expansion, and duplicate keys as errors."""
+
+    def __init__(self, stream: Any):
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+        self._sizes: dict[int, int] = {}
+
+    def _size(self, node: yaml.Node) -> int:
+        """Nodes in ``node`` with every alias expanded (memoised: shared subtrees are counted once each)."""
+        known = self._sizes.get(id(node))
+        if known is not None:
+            return known
+        if isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self._size(k) + self._size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self._size(v) for v in node.value)
+        else:
+            size = 1
+        self._sizes[id(node)] = size
+        return size
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            node = super().compose_node(parent, index)
+            self._nodes += self._size(node)
+            if self._nodes > MAX_YAML_NODES:
+                raise _Refused(f"aliases expand the document to more than {MAX_YAML_NODES:,} nodes", mark)
+            return node
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _Refused(f"the document is nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        self._nodes += 1
+        return node
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise _Refused(f"duplicate key '{key_node.value[:MAX_SHOWN_VALUE]}' (each key may appear once)",
+                                   key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with the bounds above (raises a yaml.YAMLError naming the problem)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise _Refused(f"the document is larger than {MAX_YAML_BYTES // 2**10} KiB")
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def shorten(value: Any) -> str:
+    """``repr(value)`` cut to a readable length for error messages."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_VALUE else text[:MAX_SHOWN_VALUE - 1] + "…"
+
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
@@ -26,7 +108,9 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"config path {path} is a directory", hint="pass a .yaml file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise _Refused(f"the document is larger than {MAX_YAML_BYTES // 2**10} KiB")
+        data = safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -44,6 +128,54 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+BASE_KEY = "base"
+MAX_BASE_DEPTH = 8
+
+
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``: mappings merge key by key, anything else (lists too) replaces."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_with_bases(path: str | os.PathLike[str], _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file with its ``base:`` files merged under it (paths relative to the including file).
+
+    ``base`` names one file or a list; later bases win over earlier ones and the file's own keys win
+    over all of them, so a data/protocol file is written once and each model config includes it.
+    """
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in _chain:
+        cycle = " → ".join(str(p) for p in (*_chain, resolved))
+        raise ConfigError(f"{path}: 'base' includes form a cycle ({cycle})", hint="remove one of the includes")
+    if len(_chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"{path}: 'base' includes nest deeper than {MAX_BASE_DEPTH} files",
+                          hint="flatten the chain of base files")
+    data = read_yaml(path)
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and b.strip() for b in bases):
+        raise ConfigError(f"{path}: 'base' must name a YAML file or a list of them",
+                          hint="e.g. base: data/movielens-10m.yaml")
+    merged: dict[str, Any] = {}
+    for name in bases:
+        target = (path.parent / name).expanduser()
+        if not target.is_file():
+            raise ConfigError(f"{path}: base file {name} does not exist (looked for {target})",
+                              hint="base paths are relative to the file that names them")
+        merged = deep_merge(merged, read_with_bases(target, (*_chain, resolved)))
+    return deep_merge(merged, data)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"training.epochs=5"`` → (["training", "epochs"], 5). Values are YAML scalars or lists."""
     key, sep, raw = text.partition("=")
@@ -51,7 +183,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r} is not of the form section.key=value", hint="e.g. --set training.epochs=5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -78,8 +210,23 @@ def apply_overrides(
             _set_path(data, list(path), env[var], origin=f"environment variable {var}")
     for text in overrides:
         path, value = parse_override(text)
+        if isinstance(value, str) and "," in value and _is_list_key(path, data):
+            # --set evaluation.cutoffs=5,10 means the list [5, 10] (no brackets for shells to mangle)
+            value = [parse_override(f"x={part}")[1] for part in value.split(",") if part.strip()]
         _set_path(data, path, value, origin=f"--set {text}")
     return data
+
+
+def _is_list_key(path: list[str], data: dict[str, Any]) -> bool:
+    import typing
+
+    parent = _schema_at(tuple(path[:-1]), data)
+    field = parent.model_fields.get(path[-1]) if parent is not None else None
+    if field is None:
+        return False
+    annotation = field.annotation
+    options = typing.get_args(annotation) if typing.get_origin(annotation) is not list else (annotation,)
+    return any(typing.get_origin(a) is list for a in (annotation, *options))
 
 
 def _schema_at(loc: tuple[Any, ...], data: dict[str, Any]) -> type[BaseModel] | None:
@@ -110,6 +257,8 @@ def _schema_at(loc: tuple[Any, ...], data: dict[str, Any]) -> type[BaseModel] | 
 def _format_error(err: Mapping[str, Any], data: dict[str, Any], origin: str) -> str:
     loc = tuple(err.get("loc", ()))
     key = ".".join(str(p) for p in loc) or "(top level)"
+    if len(key) > MAX_SHOWN_VALUE:
+        key = key[:MAX_SHOWN_VALUE - 1] + "…"
     kind = err.get("type", "")
     if kind == "extra_forbidden":
         parent = _schema_at(loc[:-1], data)
@@ -124,7 +273,7 @@ def _format_error(err: Mapping[str, Any], data: dict[str, Any], origin: str) -> 
     if kind == "literal_error":
         return f"{origin}: bad value for '{key}': {msg.replace('Input should be', 'allowed values are')}"
     got = err.get("input")
-    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    shown = "" if isinstance(got, dict) else f" (got {shorten(got)})"
     return f"{origin}: bad value for '{key}': {msg}{shown}"
 
 
@@ -145,7 +294,7 @@ def load_config(
 ) -> Config:
     """Load and validate a config file (or an already parsed mapping) with overrides applied."""
     if path is not None:
-        raw = read_yaml(path)
+        raw = read_with_bases(path)
         origin = str(path)
     else:
         raw = json.loads(json.dumps(data or {}))

@@ -11,16 +11,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
+from recsys_cli.config.search import SearchConfig
+
+
+MAX_NAME_LENGTH = 100  # run directory names must stay well under the file systems' 255 bytes
+
 
 class Section(BaseModel):
-    """Base of every config section: strict about unknown keys, validated on assignment."""
+    """Base of every config section: strict about unknown keys and non-finite floats, validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class ExperimentConfig(Section):
     name: str = Field("experiment", description="Experiment name; part of the run directory's name.")
-    seed: int = Field(42, description="Seeds Python, NumPy and torch, and the data split.")
+    seed: int = Field(42, ge=0, lt=2**63, description="Seeds Python, NumPy and torch, and the data split.")
     runs_dir: Path = Field(Path("runs"), description="Where run directories are created (env RECSYS_RUNS_DIR).")
 
     @field_validator("name")
@@ -28,6 +33,9 @@ class ExperimentConfig(Section):
     def _name_is_path_safe(cls, value: str) -> str:
         if not value or any(c in value for c in '/\\:*?"<>|') or value.strip() != value:
             raise ValueError("must be non-empty, without spaces at the ends or any of / \\ : * ? \" < > |")
+        if len(value) > MAX_NAME_LENGTH or not value.isprintable():
+            raise ValueError(f"must be at most {MAX_NAME_LENGTH} printable characters (no tabs, newlines or "
+                             "control characters)")
         return value
 
 
@@ -45,6 +53,7 @@ class SplitConfig(Section):
         False, description="holdout: reproduce the course's legacy-RNG double-permutation split exactly."
     )
     import_dir: Path | None = Field(None, description="import: folder with train.npz, test.npz and optional val.npz.")
+    seed: int | None = Field(None, description="Seed of the split (and of the synthetic data set); null: experiment.seed.")
 
 
 class SyntheticConfig(Section):
@@ -105,6 +114,9 @@ class EvaluationConfig(Section):
     exclude_seen: bool = Field(True, description="Remove each user's training items from the ranking.")
     ignore_users: list[int] = Field([], description="User indices left out of the evaluation.")
     ignore_items: list[int] = Field([], description="Item indices never recommended nor counted.")
+    save_recommendations: int | None = Field(
+        None, ge=1, description="recsys run also writes each user's top-K list to recommendations.parquet (null: no)."
+    )
 
     @field_validator("cutoffs")
     @classmethod
@@ -128,6 +140,16 @@ class DeviceConfig(Section):
     tf32: bool = Field(False, description="Allow TF32 matmuls on CUDA (faster, less exact float32).")
 
 
+class RunConfig(Section):
+    save_model: bool = Field(
+        True, description="Save the fitted model in the run directory (needed by recsys evaluate; EASE on ML-10M "
+        "writes ~456 MB)."
+    )
+    plot_formats: list[Literal["png", "pdf", "svg"]] = Field(
+        ["png"], min_length=1, description="Files written for each plot (training curve, bench-dtype): png, pdf, svg."
+    )
+
+
 class ModelConfig(Section):
     """Base of every model's hyperparameter schema; subclasses fix ``name`` to their registered name."""
 
@@ -141,6 +163,9 @@ class Config(Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     device: DeviceConfig = Field(default_factory=DeviceConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    # read by `recsys tune` only; left out of dumps so a trial's config.yaml and hash are a plain run's
+    search: SearchConfig = Field(default_factory=SearchConfig, exclude=True)
 
     @field_validator("model", mode="before")
     @classmethod
@@ -160,4 +185,8 @@ class Config(Section):
     def _check_cross_section(self) -> Config:
         if self.data.split.protocol == "import" and self.data.split.import_dir is None:
             raise ValueError("data.split.import_dir is required when data.split.protocol is 'import'")
+        if self.search.space:
+            from recsys_cli.config.search import check_space
+
+            check_space(self)
         return self

@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import glob
 import hashlib
 import io
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +65,35 @@ def write_failure(path: Path, exc: OSError) -> DataError:
     return DataError(f"could not write {path}: {reason}", hint=hint)
 
 
+STALE_UNOWNED_SECONDS = 86_400  # temporary folders without a pid in their name (older versions)
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete ``.NAME.tmp-PID-*`` and ``.NAME.old-PID-*`` folders beside ``target`` left by a killed process."""
+    from recsys_cli.processes import pid_alive
+
+    for kind in ("tmp", "old"):
+        for folder in Path(target).parent.glob(f".{glob.escape(Path(target).name)}.{kind}-*"):
+            owner = folder.name.rsplit(f".{kind}-", 1)[1].split("-", 1)[0]
+            try:
+                stale = not pid_alive(int(owner)) if owner.isdigit() else \
+                    time.time() - folder.stat().st_mtime > STALE_UNOWNED_SECONDS
+            except OSError:
+                continue
+            if stale:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_directory(target: Path):
-    """Yield an empty temporary folder beside ``target``; swap it into place if the block succeeds."""
+    """Yield an empty temporary folder beside ``target``; swap it into place if the block succeeds.
+
+    Temporary folders left beside ``target`` by a process that was killed are removed first."""
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        remove_stale_temporaries(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
         # mkdtemp creates the folder 0700; the swapped-in cache or split should be as readable as mkdir's
         os.chmod(tmp, 0o777 & ~atomic.UMASK)
     except OSError as exc:
@@ -183,3 +207,4 @@ def load_cache(directory: Path) -> Dataset:
         raise CacheInvalid("URM_all's shape differs from the manifest's")
     return Dataset(name=manifest["dataset"], urm=urm, urm_timestamp=urm_ts, icms=icms, user_ids=user_ids,
                    item_ids=item_ids, feature_ids=features, manifest={**manifest, "cache_dir": str(directory)})
+

@@ -7,6 +7,8 @@ seconds, default 30). A partial download is kept as ``<file>.part`` so the next 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import http.client
 import os
@@ -64,6 +66,29 @@ class FetchResult:
     note: str  # how it was checked, for the manifest
 
 
+# The same fix is spelled differently by `recsys download` (options) and by commands that take a config.
+_OPTIONS = {"source": ("--source FILE.zip", "--set data.source=FILE.zip"), "md5": ("--md5 HEX", "--set data.md5=HEX"),
+            "no_verify": ("--no-verify", "--set data.verify=false")}
+_FROM_CONFIG = contextvars.ContextVar("recsys_download_from_config", default=False)
+# getaddrinfo's answers for a name that does not exist (EAI_AGAIN, a DNS server not answering, is retried)
+_NO_SUCH_NAME = {getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name)}
+
+
+def option(kind: str) -> str:
+    """How the running command spells the ``source``, ``md5`` or ``no_verify`` option in a hint."""
+    return _OPTIONS[kind][_FROM_CONFIG.get()]
+
+
+@contextlib.contextmanager
+def options_from_config():
+    """Within this block, hints name ``--set data.*`` keys instead of `recsys download`'s options."""
+    token = _FROM_CONFIG.set(True)
+    try:
+        yield
+    finally:
+        _FROM_CONFIG.reset(token)
+
+
 class _Transient(Exception):
     """A failure worth retrying (network trouble, 5xx, a dropped connection)."""
 
@@ -110,8 +135,12 @@ def _stream_once(url: str, part: Path, policy: RetryPolicy, label: str) -> None:
         if exc.code in TRANSIENT_STATUS:
             raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
         raise DataError(f"HTTP {exc.code} {exc.reason} for {url}",
-                        hint="check the data set name and the mirror URL, or use --source FILE.zip") from None
+                        hint=f"check the data set name and the mirror URL, or use {option('source')}") from None
     except urllib.error.URLError as exc:
+        if isinstance(exc.reason, socket.gaierror) and exc.reason.errno in _NO_SUCH_NAME:
+            raise DataError(f"cannot reach {_host(url)}: {exc.reason.strerror or exc.reason} (no such host name)",
+                            hint=f"check the host name in the URL (RECSYS_MOVIELENS_BASE_URL or the mirror), or use "
+                                 f"{option('source')}") from None
         raise _Transient(f"cannot reach {_host(url)}: {getattr(exc.reason, 'strerror', None) or exc.reason}") from None
     except (TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
         raise _Transient(f"cannot reach {_host(url)}: {exc}") from None
@@ -175,7 +204,7 @@ def fetch_url(url: str, target: Path, *, policy: RetryPolicy | None = None, labe
             if attempt == policy.attempts:
                 kept = f"; {part.stat().st_size} bytes kept in {part} for the next try" if part.exists() and part.stat().st_size else ""
                 raise DataError(f"download of {url} failed after {attempt} attempt(s): {exc}{kept}",
-                                hint="check your connection and rerun to resume, or use --source FILE.zip") from None
+                                hint=f"check your connection and rerun to resume, or use {option('source')}") from None
             wait = policy.backoff * 2 ** (attempt - 1)
             console.warn(f"{exc}; retrying in {wait:.3g} s (attempt {attempt + 1} of {policy.attempts})")
             time.sleep(wait)
@@ -198,7 +227,7 @@ def _check(path: Path, md5: str, expected: str | None, what: str, *, remove: boo
             path.unlink(missing_ok=True)
         raise DataError(f"checksum mismatch for {what}: MD5 {md5}, expected {expected}",
                         hint="the file is corrupt or a different release; rerun to download it again, "
-                             "or pass --md5 HEX / --no-verify if you trust it")
+                             f"or pass {option('md5')} / {option('no_verify')} if you trust it")
 
 
 def check_md5(md5: str) -> str:
@@ -235,15 +264,14 @@ def obtain(spec: DatasetSpec, data_dir: Path, *, source: str | None = None, md5:
 
     url = source or spec.url
     target = Path(data_dir) / "downloads" / spec.filename
-    if force:
-        target.unlink(missing_ok=True)
+    if force:  # the verified zip stays until its replacement has verified (os.replace below)
         target.with_name(target.name + ".part").unlink(missing_ok=True)
     if verify and md5 is None:
         published = published_md5(url, policy)
         if published is not None and spec.md5 is not None and published != spec.md5:
             console.warn(f"{url}.md5 says {published} but the pinned checksum is {spec.md5}; verifying against the pinned one")
         expected = spec.md5 or published
-    if target.is_file():
+    if target.is_file() and not force:
         actual = file_md5(target)
         if not verify or expected is None or actual == expected:
             console.info(f"using the downloaded {target}")

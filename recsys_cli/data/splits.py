@@ -269,8 +269,7 @@ def _import_parts(split_cfg, shape: tuple[int, int]) -> tuple[dict[str, sp.csr_m
         if m.shape != shape:
             raise DataError(f"{path} has shape {m.shape[0]}×{m.shape[1]}, but the data set is {shape[0]}×{shape[1]}",
                             hint="import parts of the full users × items shape of the configured data set")
-        m = m.tocsr().astype(np.float64)
-        m.sum_duplicates()
+        m = checked_import(m, path)
         m.eliminate_zeros()
         parts[part] = m
     for part in ("train", "test"):
@@ -287,10 +286,53 @@ def _import_parts(split_cfg, shape: tuple[int, int]) -> tuple[dict[str, sp.csr_m
     return parts, fingerprint(parts["train"], parts["val"], parts["test"])
 
 
+def checked_import(m: sp.spmatrix, path: Path) -> sp.csr_matrix:
+    """A canonical float64 CSR copy of an imported matrix, after checking everything SciPy trusts blindly:
+    index ranges and row pointers (out-of-range indices crash SciPy's C code), duplicate entries (SciPy
+    would sum them) and non-finite values."""
+    hint = "write each part with scipy.sparse.save_npz from a matrix built by SciPy's own constructors"
+    n_rows, n_cols = m.shape
+    if m.format in ("csr", "csc"):
+        n_major, n_minor = (n_rows, n_cols) if m.format == "csr" else (n_cols, n_rows)
+        indptr, minor = np.asarray(m.indptr, dtype=np.int64), np.asarray(m.indices, dtype=np.int64)
+        if (len(indptr) != n_major + 1 or indptr[0] != 0 or indptr[-1] != len(minor) or len(m.data) != len(minor)
+                or np.any(np.diff(indptr) < 0)):
+            raise DataError(f"{path}: its row pointers (indptr) are not a valid CSR structure", hint=hint)
+        major = np.repeat(np.arange(n_major, dtype=np.int64), np.diff(indptr))
+        rows, cols = (major, minor) if m.format == "csr" else (minor, major)
+    elif m.format == "coo":
+        rows, cols = np.asarray(m.row, dtype=np.int64), np.asarray(m.col, dtype=np.int64)
+        if not len(rows) == len(cols) == len(m.data):
+            raise DataError(f"{path}: its row, column and value arrays differ in length", hint=hint)
+    else:
+        raise DataError(f"{path} is a {m.format.upper()} matrix", hint="save it as CSR, CSC or COO (matrix.tocsr())")
+    for what, index, size in (("row", rows, n_rows), ("column", cols, n_cols)):
+        outside = (index < 0) | (index >= size)
+        if outside.any():
+            raise DataError(f"{path}: {what} index {int(index[outside][0])} is outside 0..{size - 1} "
+                            f"({int(outside.sum())} entries)", hint=hint)
+    data = np.asarray(m.data, dtype=np.float64)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise DataError(f"{path} holds {int(bad.sum())} non-finite value(s) (NaN or ±inf)",
+                        hint="replace them with ratings, or drop those entries")
+    keys = rows * n_cols + cols
+    n_duplicates = len(keys) - len(np.unique(keys))
+    if n_duplicates:
+        raise DataError(f"{path} holds {n_duplicates} duplicate (user, item) entr{'y' if n_duplicates == 1 else 'ies'}",
+                        hint="keep one entry per interaction (SciPy would silently add them up)")
+    out = sp.csr_matrix((data, (rows, cols)), shape=m.shape)
+    out.sort_indices()
+    return out
+
+
 def make_split(dataset: Dataset, split_cfg, seed: int) -> tuple[Split, dict[str, Any]]:
     """Compute a split (not saved); returns it and its parameters."""
     urm = dataset.urm.tocsr()
     shape = urm.shape
+    if not np.isfinite(urm.data).all():
+        raise DataError(f"the data set {dataset.name} holds {int((~np.isfinite(urm.data)).sum())} non-finite ratings",
+                        hint="fix the ratings file, or rebuild the cache with recsys download --force")
     protocol = split_cfg.protocol
     if protocol == "import":
         parts, digest = _import_parts(split_cfg, shape)

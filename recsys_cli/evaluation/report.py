@@ -1,8 +1,9 @@
 """Metrics files of a run, the on-screen table, and ``--assert`` bounds.
 
 Files (written together: all or none replaced): ``metrics.csv`` (tidy: cutoff, metric, value), ``metrics.json``
-(the same rows; NaN/inf become null) and ``metrics.md`` (one column per cutoff). A validation-split
-evaluation writes ``metrics-val.*`` instead, so it never overwrites the test metrics.
+(the same rows; NaN/inf become null), ``metrics.md`` (one column per cutoff) and ``per-user.parquet``
+(every evaluated user's per-user values: evaluation/per_user.py). A validation-split evaluation writes
+``metrics-val.*`` and ``per-user-val.parquet`` instead, so it never overwrites the test metrics.
 """
 
 from __future__ import annotations
@@ -41,18 +42,26 @@ def json_records(result) -> list[dict[str, Any]]:
     return [{**row, "value": _finite_or_none(row["value"])} for row in result.to_records()]
 
 
-def write_metrics(run_path: str | Path, result, *, split_name: str = "test", title: str = "metrics") -> Path:
-    """Write the tidy CSV, JSON and Markdown metric files of ``result``; returns the CSV path."""
+def write_metrics(run_path: str | Path, result, *, split_name: str = "test", title: str = "metrics",
+                  user_ids=None, fingerprint: str | None = None) -> Path:
+    """Write the tidy CSV, JSON and Markdown metric files of ``result`` and, when the result carries
+    them, its per-user values (``user_ids``: the data set's original id of every row); returns the CSV path."""
+    from recsys_cli.evaluation.per_user import file_name
+
     run_path = Path(run_path)
     stem = metrics_stem(split_name)
     tidy = pd.DataFrame(result.to_records(), columns=["cutoff", "metric", "value"])
     csv_path = run_path / f"{stem}.csv"
     # rendered in full before any file is touched, so a failure cannot leave old and new files mixed
-    atomic.write_together({
+    files: dict[Path, str | bytes] = {
         csv_path: tidy.to_csv(index=False, float_format="%.10g"),
         run_path / f"{stem}.json": atomic.json_text(json_records(result)),
         run_path / f"{stem}.md": markdown(result, split_name=split_name, title=title),
-    })
+    }
+    if getattr(result, "per_user", None) is not None:
+        files[run_path / file_name(stem)] = result.per_user.to_parquet_bytes(
+            user_ids, split=split_name or "test", fingerprint=fingerprint)
+    atomic.write_together(files)
     return csv_path
 
 
@@ -75,13 +84,14 @@ def markdown(result, *, split_name: str, title: str) -> str:
 
 
 def render_table(result, columns: tuple[str, ...] = KEY_COLUMNS) -> Table:
+    """One row per metric, one column per cutoff: fits an 80-column terminal for up to eight cutoffs."""
     title = f"{result.n_users_evaluated} users, {result.users_per_second:,.0f} users/s"
     table = Table(title=title, title_justify="left")
-    table.add_column("cutoff", justify="right")
-    for name in columns:
-        table.add_column(name, justify="right")
+    table.add_column("metric")
     for cutoff in result.table.index:
-        table.add_row(str(cutoff), *(f"{result.table.loc[cutoff, name]:.4f}" for name in columns))
+        table.add_column(f"@{cutoff}", justify="right")
+    for name in columns:
+        table.add_row(name, *(f"{result.table.loc[cutoff, name]:.4f}" for cutoff in result.table.index))
     return table
 
 

@@ -169,12 +169,17 @@ class DAE(TrainableRecommender):
 
     # -- engine hooks -----------------------------------------------------------------------------
     def num_batches(self, train: sp.csr_matrix) -> int:
-        return math.ceil(len(self._active) / self.training_config.batch_size)
+        return math.ceil(len(self._active) / self.users_per_batch())
+
+    def users_per_batch(self) -> int:
+        """Users per training batch (the DAE's: training.batch_size)."""
+        return self.training_config.batch_size
 
     def epoch_batches(self, train: sp.csr_matrix, generator: torch.Generator) -> Iterator[Any]:
         order = self._active[torch.randperm(len(self._active), generator=generator).numpy()]
-        for start in range(0, len(order), self.training_config.batch_size):
-            yield order[start : start + self.training_config.batch_size]
+        size = self.users_per_batch()
+        for start in range(0, len(order), size):
+            yield order[start : start + size]
 
     def batch_samples(self, batch: Any) -> int:
         return len(batch)

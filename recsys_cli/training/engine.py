@@ -271,6 +271,7 @@ class Trainer:
         self.stop_reason = side.get("stop_reason")
         self.global_step = int(side.get("global_step", 0))
         epoch = int(side["epoch"])
+        self.resumed_after = epoch  # the next epoch's log row says so; the curve marks it
         console.info(f"resuming from {self.ctx.resume_from} after epoch {epoch}"
                      + (f" (best {self.metric_name} {self.best_metric:.5f} at epoch {self.best_epoch})"
                         if self.best_metric is not None else ""))
@@ -346,6 +347,7 @@ class Trainer:
             model, train, validation, [self.es.cutoff], min_ratings_per_user=ev.min_ratings_per_user,
             exclude_seen=ev.exclude_seen, ignore_users=ev.ignore_users, ignore_items=ev.ignore_items,
             block_size=ev.user_batch_size, device=model.device, progress=False,
+            keep_per_user=False,  # a validation value per epoch needs no per-user file
         )
         return float(result.value(self.es.metric, self.es.cutoff))
 
@@ -456,6 +458,8 @@ class Trainer:
             "best": False,
         }
         row.update({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in logs.items()})
+        if epoch == getattr(self, "resumed_after", -1) + 1:
+            row["resumed"] = True
         self._samples_total += int(n_samples or 0)
         for hook in self.hooks:
             hook.on_epoch_end(epoch, self.global_step, {k: v for k, v in row.items() if k != "val_metric"})
@@ -494,8 +498,12 @@ class Trainer:
         finally:
             if self.run_dir is not None and self.history:
                 with contextlib.suppress(Exception):  # a plotting failure must not mask the real outcome
-                    curves.write_curve(self.run_dir, self.history, metric_name=self.metric_name,
-                                       title=f"{model.name}: loss and validation {self.metric_name}")
+                    curves.write_curve(
+                        self.run_dir, self.history, metric_name=self.metric_name,
+                        title=curves.curve_title(self.run_dir, model.name, self.metric_name),
+                        resumed_after=[r["epoch"] - 1 for r in self.history if r.get("resumed")],
+                        formats=self.ctx.plot_formats,
+                    )
         self.finish(time.perf_counter() - fit_start)
         return model
 
