@@ -274,3 +274,20 @@ def test_a_seed_group_folder_stands_for_its_member_runs(runs_dir, tmp_path):
     assert [r["run"] for r in rows] == [";".join(m.name for m in members)] and rows[0]["seeds"] == "0,1"
     every = invoke(runs_dir / "*", "--output", tmp_path / "t.csv", "--json")  # members listed once
     assert json.loads(every.stdout)["rows"][0]["run"] == rows[0]["run"]
+
+
+def test_a_running_run_whose_process_is_gone_is_left_out_as_dead(runs_dir, tmp_path):
+    import subprocess
+    import sys
+
+    ok = make_run(runs_dir, "ok", NOISE)
+    ghost = make_run(runs_dir, "ghost", NOISE, l2=2.0, status="running")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer exists: the run's process died without updating status.json
+    status = json.loads((ghost / "status.json").read_text())
+    status["pid"] = gone.pid
+    (ghost / "status.json").write_text(json.dumps(status))
+    out = invoke(runs_dir / "*", "--output", tmp_path / "a.csv", "--json")
+    assert out.exit_code == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert [r["run"] for r in result["rows"]] == [ok.name] and result["excluded"] == [ghost.name]

@@ -28,7 +28,7 @@ from recsys_cli.evaluation.groups import SEED_KEY, differing_keys, flatten, grou
 from recsys_cli.evaluation.metrics import COLUMNS, PER_USER
 from recsys_cli.evaluation.report import metric_name
 from recsys_cli.evaluation.stats import adjust, check_choice, paired_test
-from recsys_cli.rundir import RunDirectory, load_yaml
+from recsys_cli.rundir import RunDirectory, effective_status, load_yaml
 
 DEFAULT_METRICS = ("PRECISION", "RECALL", "MAP", "NDCG")
 EXCLUDED_STATUSES = ("failed", "interrupted", "dead")
@@ -161,7 +161,7 @@ def read_run(run: RunDirectory) -> RunRecord:
     timing = _read_json_object(run.path / "timing.json")
     seconds = timing.get("seconds") if isinstance(timing.get("seconds"), dict) else {}
     split_info = env.get("split") if isinstance(env.get("split"), dict) else {}
-    status = _read_json_object(run.path / "status.json").get("status", "unknown")
+    status = effective_status(run)  # a `running` run whose process is gone reads `dead`
     record = RunRecord(
         path=run.path, config=config, status=str(status), fingerprint=str(split_info.get("fingerprint") or ""),
         benchmark=_is_benchmark(run.path, env), fit_s=_number(seconds.get("fit")),
