@@ -229,3 +229,35 @@ def test_a_resumed_run_says_so_in_its_log_and_curve(runs_dir):
     assert [r.get("resumed") for r in rows] == ["", "", "True"]
     svg = (run_dir / "train_curve.svg").read_text()
     assert "resumed" in svg and run_dir.name in svg and "dae on synthetic" in svg
+
+
+def test_a_finished_run_keeps_its_best_weights_once_and_a_resume_still_restores_them(runs_dir, tmp_path):
+    import torch
+
+    from recsys_cli import experiment
+    from recsys_cli.models.dae import DAE, DAEConfig
+    from recsys_cli.training import Trainer
+
+    from .test_engine import CPU, _ctx, _data
+
+    flags = ["data.dataset=synthetic", "data.synthetic.n_users=120", "data.synthetic.n_items=60",
+             "data.synthetic.n_interactions=2000", "training.batch_size=32", "model.hidden=[16,4]",
+             "device.accelerator=cpu", "training.epochs=2"]
+    run_dir = experiment.run(load_config(CONFIGS / "dae.yaml", flags)).run_dir
+    assert (run_dir / "model" / "model.pt").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
+    assert not (run_dir / "checkpoints" / "best.pt").exists()  # the same tensors as model/model.pt
+
+    # an extended run whose new epochs do not improve restores the best weights from model/
+    train, _ = _data()
+    model = DAE(DAEConfig(hidden=[16, 4]), device=CPU, dtype=torch.float32, seed=3)
+    saved_dir = tmp_path / "run"
+    model.build_for(train)
+    best = {k: torch.full_like(v, 0.5) for k, v in model.state_dict().items()}
+    (saved_dir / "model").mkdir(parents=True)
+    torch.save(best, saved_dir / "model" / "model.pt")
+    trainer = Trainer(model, _ctx(saved_dir))
+    trainer.model = model
+    trainer.history = [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]
+    trainer.best_epoch, trainer.best_metric = 1, 0.3
+    trainer._restore_best()
+    assert all(torch.equal(model.state_dict()[k], best[k]) for k in best)

@@ -60,6 +60,10 @@ def train(config: Config, run: RunDirectory, model_cls: type[Recommender], devic
     console.info(f"fit done in {run.timing.phases['fit']:.2f} s")
     if config.run.save_model:
         model.save(run.path / "model")
+        if getattr(model_cls, "trainable", False):
+            from recsys_cli.training import checkpoint as ckpt
+
+            ckpt.discard(run.path, "best")  # the same weights as model/model.pt: kept once
     else:
         console.info("run.save_model is false: the fitted model is not saved (recsys evaluate cannot reload it)")
     if not evaluate:

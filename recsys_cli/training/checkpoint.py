@@ -9,6 +9,9 @@ In a run directory::
     checkpoints/best.pt   {"model": state_dict, "sidecar": JSON text} of the best validated epoch
     checkpoints/best.json the same sidecar fields, for that epoch
 
+A finished run whose model is saved drops ``best.*``: ``model/model.pt`` holds the same weights (the
+best epoch's, restored at the end of the fit), and a resume that extends the run reads them there.
+
 The ``.pt`` file is the checkpoint: it holds its own sidecar and is written atomically (temporary
 file, then rename), so the weights and the epoch they belong to change together; a crash or
 SIGKILL between the ``.pt`` and the ``.json`` leaves a stale copy that is never read. ``.pt`` files
@@ -59,6 +62,12 @@ def load_checkpoint(run_dir: str | Path, which: str = "last") -> tuple[dict[str,
         raise DataError(f"checkpoint {pt} is unreadable ({type(exc).__name__}: {exc})",
                         hint="start a fresh run instead of resuming") from None
     return tensors, sidecar
+
+
+def discard(run_dir: str | Path, which: str) -> None:
+    """Remove a checkpoint pair (the best weights once ``model/`` holds the same tensors)."""
+    for path in checkpoint_paths(run_dir, which):
+        path.unlink(missing_ok=True)
 
 
 def differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -532,8 +532,13 @@ class Trainer:
         if last == self.best_epoch:
             pass
         elif self.run_dir is not None:
-            tensors, _ = ckpt.load_checkpoint(self.run_dir, "best")
-            self.model.load_state_dict(tensors["model"])
+            saved = self.run_dir / "model" / "model.pt"
+            if not ckpt.checkpoint_paths(self.run_dir, "best")[0].is_file() and saved.is_file():
+                # a finished run keeps its best weights once, in model/ (checkpoint.discard)
+                self.model.load_state_dict(torch.load(saved, map_location="cpu", weights_only=True))
+            else:
+                tensors, _ = ckpt.load_checkpoint(self.run_dir, "best")
+                self.model.load_state_dict(tensors["model"])
         elif self._best_in_memory is not None:
             self.model.load_state_dict(self._best_in_memory)
         console.info(f"best epoch {self.best_epoch}: validation {self.metric_name} {self.best_metric:.5f}"
