@@ -168,6 +168,8 @@ def test_failed_interrupted_and_benchmark_runs_are_left_out_unless_all(runs_dir,
     failed = make_run(runs_dir, "failed", NOISE, l2=2.0, status="failed")
     interrupted = make_run(runs_dir, "stopped", NOISE, l2=3.0, status="interrupted")
     bench = make_run(runs_dir, "bench", NOISE, l2=4.0, bench=True)
+    repeat = make_run(bench / "runs", "bench-repeat", NOISE, l2=5.0)  # bench-dtype keeps its repeats inside
+    assert invoke(repeat, "--output", tmp_path / "r.csv").exit_code == 2  # left out: nothing to compare
     out = invoke(runs_dir / "*", "--output", tmp_path / "a.csv", "--json")
     assert out.exit_code == 0, out.stderr
     result = json.loads(out.stdout)

@@ -164,7 +164,7 @@ def read_run(run: RunDirectory) -> RunRecord:
     status = _read_json_object(run.path / "status.json").get("status", "unknown")
     record = RunRecord(
         path=run.path, config=config, status=str(status), fingerprint=str(split_info.get("fingerprint") or ""),
-        benchmark=isinstance(env.get("bench"), dict), fit_s=_number(seconds.get("fit")),
+        benchmark=_is_benchmark(run.path, env), fit_s=_number(seconds.get("fit")),
         evaluate_s=_number(seconds.get("evaluate")),
     )
     for stem, split in (("metrics", "test"), ("metrics-val", "val")):
@@ -178,6 +178,14 @@ def read_run(run: RunDirectory) -> RunRecord:
     else:
         console.warn(f"{run.path.name} has no metrics file; its metric columns are blank")
     return record
+
+
+def _is_benchmark(path: Path, env: dict[str, Any]) -> bool:
+    """A bench-dtype run (``bench`` in env.json) or one of its repeats (in ``<bench run>/runs/``)."""
+    if isinstance(env.get("bench"), dict):
+        return True
+    outer = path.parent.parent
+    return path.parent.name == "runs" and isinstance(_read_json_object(outer / "env.json").get("bench"), dict)
 
 
 def _number(value: Any) -> float:
