@@ -11,7 +11,11 @@ models with ``evaluate`` the project evaluator's users/s at cutoff 10 (all 27 co
 
 Targets (issue 12, on the project's 2-core CPU): ItemKNN (cosine, topK 50) fit ≤ implicit's
 CosineRecommender(K=50) fit; RP3beta ≤ 15 s; UserKNN ≤ 60 s; evaluation ≥ 7,000 users/s; a topK-50
-ItemKNN holds no dense items² matrix after fit.
+ItemKNN holds no dense items² matrix after fit; PureSVD (100 factors) ≤ 15 s; iALS (64 factors, CG,
+ALS["epochs"] epochs) ≤ 1.5× implicit's AlternatingLeastSquares with the same factors,
+regularisation, confidences and iterations on both cores, with NDCG@10 within 0.005 of implicit's;
+SLIM: items/s on a sample of target items with all threads and with one (speed-up ≥ 1.7×), and
+the projected full fit time.
 
 Adding a model: one function decorated with ``@entry(name, target=...)`` that fits on ``train`` and
 returns the fitted Recommender (or None for a peer that the project evaluator cannot score); ratios
@@ -61,7 +65,8 @@ class Entry:
 
 ENTRIES: dict[str, Entry] = {}
 # (numerator, denominator, what the ratio must be) printed when both were run
-RATIOS = [("itemknn", "implicit-cosine", "≤ 1")]
+RATIOS = [("itemknn", "implicit-cosine", "≤ 1"), ("ials", "implicit-als", "≤ 1.5"),
+          ("slim-sample-1-thread", "slim-sample", "≥ 1.7: the speed-up of all threads")]
 
 
 def entry(name: str, *, target: str = "", evaluate: bool = True):
@@ -109,6 +114,82 @@ def _p3alpha(train):
 @entry("userknn", target="≤ 60 s")
 def _userknn(train):
     return fit_model("userknn", train, topk=50)
+
+
+# Factor models and SLIM (issue 12). iALS and implicit's ALS: the same factors, regularisation,
+# confidences (1 + r), CG steps (3) and epochs; the fit time includes each side's set-up.
+ALS = {"factors": 64, "reg": 0.01, "epochs": 5}
+SLIM_SAMPLE = 128  # target items fitted: SLIM's full fit at this scale takes hours
+
+
+@entry("puresvd", target="≤ 15 s")
+def _puresvd(train):
+    return fit_model("puresvd", train, num_factors=100)
+
+
+class _FactorScorer:
+    """implicit's factors as something the project evaluator can score."""
+
+    def __init__(self, user_factors, item_factors):
+        import torch
+
+        self.device = torch.device("cpu")
+        self.U, self.V = torch.from_numpy(user_factors), torch.from_numpy(item_factors)
+
+    def score(self, users):
+        return self.U[users] @ self.V.T
+
+
+@entry("implicit-als", target="peer")
+def _implicit_als(train):
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    from recsys_cli.models.ials import confidence
+
+    C = sp.csr_matrix(train, dtype=np.float32, copy=True)
+    C.data = confidence(C.data, "linear", 1.0, 1.0)
+    with threadpool_limits(limits=1, user_api="blas"):  # what implicit asks for
+        model = AlternatingLeastSquares(factors=ALS["factors"], regularization=ALS["reg"], alpha=1.0,
+                                        iterations=ALS["epochs"], use_cg=True, random_state=0)
+        model.fit(C, show_progress=False)
+    return _FactorScorer(model.user_factors, model.item_factors)
+
+
+@entry("ials", target="≤ 1.5 × implicit-als, NDCG@10 within 0.005")
+def _ials(train):
+    import torch
+
+    from recsys_cli.config.schema import EarlyStoppingConfig, TrainingConfig
+    from recsys_cli.models.base import FitContext
+    from recsys_cli.models.ials import IALS, IALSConfig
+
+    cpu = torch.device("cpu")
+    model = IALS(IALSConfig(num_factors=ALS["factors"], reg=ALS["reg"], solver="cg", cg_steps=3), device=cpu,
+                 dtype=torch.float32, seed=0)
+    training = TrainingConfig(epochs=ALS["epochs"], early_stopping=EarlyStoppingConfig(enabled=False))
+    model.fit(train, FitContext(device=cpu, dtype=torch.float32, seed=0, training=training))
+    return model
+
+
+def _slim_sample(train, n_jobs):
+    import torch
+
+    from recsys_cli.models.slim import slim_matrix
+
+    targets = np.random.default_rng(0).choice(train.shape[1], size=min(SLIM_SAMPLE, train.shape[1]), replace=False)
+    slim_matrix(train, alpha=1.0, l1_ratio=0.1, positive=True, topk=100, seed=0,
+                n_jobs=n_jobs or torch.get_num_threads(), targets=targets)
+
+
+@entry("slim-sample", target=f"{SLIM_SAMPLE} items, all threads", evaluate=False)
+def _slim_sample_all(train):
+    _slim_sample(train, None)
+
+
+@entry("slim-sample-1-thread", target=f"{SLIM_SAMPLE} items", evaluate=False)
+def _slim_sample_one(train):
+    _slim_sample(train, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,6 +283,16 @@ def main() -> None:
                 ev = fig["evaluation"]
                 line += f"; evaluation {ev['users_per_second']:,.0f} users/s (NDCG@10 {ev['NDCG@10']:.4f})"
             print(line + (f"  [target {e.target}]" if e.target else ""), flush=True)
+    entries = figures["entries"]
+    if "ials" in entries and "implicit-als" in entries and "evaluation" in entries["implicit-als"]:
+        diff = entries["ials"]["evaluation"]["NDCG@10"] - entries["implicit-als"]["evaluation"]["NDCG@10"]
+        figures["ials_ndcg_minus_implicit"] = diff
+        print(f"iALS NDCG@10 − implicit's after {ALS['epochs']} epochs = {diff:+.4f} (target within ±0.005)")
+    for name in ("slim-sample", "slim-sample-1-thread"):
+        if name in entries:
+            rate = min(SLIM_SAMPLE, train.shape[1]) / entries[name]["median_s"]
+            entries[name]["items_per_second"] = rate
+            print(f"{name}: {rate:.2f} items/s, projected full SLIM fit {train.shape[1] / rate / 60:.1f} min")
     for num, den, target in RATIOS:
         if num in figures["entries"] and den in figures["entries"]:
             ratio = figures["entries"][num]["median_s"] / figures["entries"][den]["median_s"]

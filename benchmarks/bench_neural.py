@@ -7,7 +7,8 @@ Figures (targets from issue 6, on the project's 2-core CPU):
 - DAE: seconds for one epoch over all users with the default architecture (≤ 30 s);
 - Mult-VAE: seconds for one epoch over all users with configs/multvae.yaml (≤ 30 s), against the
   reference implementation's dense input rows (normalise, dropout, Linear; log_softmax) on a sample;
-- two-tower (variants 1 and 2, configs/two-tower-{1,2}.yaml): training samples/s (≥ 500,000) and
+- two-tower (variants 1 and 2, configs/two-tower-{1,2}.yaml): training samples/s (≥ 500,000; also
+  with each loss, bce, bpr and softmax, on a 500,000-interaction sample) and
   evaluation users/s (≥ 20,000; scoring all items and taking the top 10 per user, in the evaluator's
   blocks), and the whole evaluator's users/s (27 columns, seen items masked);
 - the seed's approach measured in the same run on a small sample: per-item Python scoring loop
@@ -106,8 +107,8 @@ def bench_dae(train: sp.csr_matrix, seed_users: int) -> dict:
         h = torch.relu(dense_first(rows))
         for i, layer in enumerate(model.layers, start=1):
             h = layer(h)
-            if model._relu_after[i]:
-                h = torch.relu(h)
+            if model._act_after[i]:
+                h = model._act(h)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(h, (rows > 0).float())
         opt.zero_grad()
         loss.backward()
@@ -246,6 +247,43 @@ def bench_two_tower(train: sp.csr_matrix, config: str, train_nnz: int, seed_user
             "sampling_ratio": round(vec_sampling / seed_sampling, 1)}
 
 
+def bench_losses(train: sp.csr_matrix, config: str, train_nnz: int) -> dict:
+    """Training throughput of one epoch with each loss, the config's other settings unchanged.
+
+    Samples are what the engine counts (positives plus their uniform negatives); for softmax each
+    positive is also scored against every candidate of its batch, so positives/s and logits/s are
+    given too. A loss other than the config's gets 3 negatives per positive and 4,096 samples per
+    batch for bce/bpr, and no extra negatives and 1,024 positives per batch for softmax."""
+    model_cfg, training = config_section(config)
+    model_cfg.pop("name", None)
+    variant = model_cfg.get("variant", 1)
+    tc = TrainingConfig(**{**training, "epochs": 1})
+    coo = train.tocoo()
+    keep = np.random.default_rng(2).permutation(coo.nnz)[:train_nnz]
+    sub = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=train.shape)
+    figures = {}
+    for loss in ("bce", "bpr", "softmax"):
+        cfg = {**model_cfg, "loss": loss}
+        loss_tc = tc
+        if loss != model_cfg.get("loss", "bce"):
+            cfg["num_negatives"] = 0 if loss == "softmax" else 3
+            if loss != "softmax":
+                cfg.pop("normalize", None)
+            loss_tc = tc.model_copy(update={"batch_size": 1024 if loss == "softmax" else 4096})
+        model = TwoTower(TwoTowerConfig(**cfg), device=DEVICE, dtype=torch.float32, seed=0)
+        trainer = Trainer(model, FitContext(device=DEVICE, dtype=torch.float32, seed=0, training=loss_tc))
+        trainer.fit(sub)
+        row = trainer.history[0]
+        positives = len(model._pos_users)
+        figures[f"two_tower_{variant}_{loss}_train_samples_per_second"] = row["samples_per_second"]
+        figures[f"two_tower_{variant}_{loss}_train_positives_per_second"] = round(positives / row["seconds"], 1)
+        if loss == "softmax":
+            candidates = model._positives_per_batch() * (1 + model.config.num_negatives)
+            figures[f"two_tower_{variant}_softmax_train_logits_per_second"] = round(
+                positives * candidates / row["seconds"], 1)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the users and interactions")
@@ -275,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "two-tower"):
         for config in ("two-tower-1.yaml", "two-tower-2.yaml"):
             figures.update(bench_two_tower(train, config, train_nnz=int(1_500_000 * scale), seed_users=5))
+            figures.update(bench_losses(train, config, train_nnz=int(500_000 * scale)))
     print(json.dumps(figures, indent=2))
     print("\ntargets: DAE and Mult-VAE epoch ≤ 30 s; two-tower ≥ 500,000 training samples/s and ≥ 20,000 eval users/s",
           file=sys.stderr)

@@ -134,6 +134,19 @@ def capture() -> Iterator[io.StringIO]:
         logger.removeHandler(handler)
 
 
+@contextlib.contextmanager
+def tee(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Append every line printed while active to the file ``path``, flushed line by line (a run's
+    log.txt: a killed process loses nothing it printed)."""
+    with open(path, "a", encoding="utf-8", buffering=1) as sink:
+        handler = _SinkHandler(sink)
+        logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+
+
 def progress_enabled() -> bool:
     return _screen.level <= NORMAL and os.environ.get("RECSYS_NO_PROGRESS", "") in ("", "0") and sys.stderr is not None
 

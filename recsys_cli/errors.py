@@ -6,6 +6,11 @@ and the exit code (2 for bad input, 1 for a run that failed or a bound that did 
 
 from __future__ import annotations
 
+import errno
+
+# write errors that mean the disk (or the user's quota) is full: the user's to fix, not a bug
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
 
 class RecsysError(Exception):
     """A problem the user can fix. ``str(err)`` is the one-line message shown on stderr."""
@@ -45,3 +50,17 @@ class RunFailed(RecsysError):
 
     exit_code = 1
 
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a timeout, CI cancellation, Slurm, Kubernetes), raised where the process was, like Ctrl-C,
+    so that everything that handles KeyboardInterrupt (checkpoints, run status) handles it too."""
+
+
+def disk_full(exc: BaseException) -> ResourceError | None:
+    """A one-line ResourceError for a write that failed on a full disk, else None."""
+    if not isinstance(exc, OSError) or exc.errno not in DISK_FULL:
+        return None
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return ResourceError(f"the disk is full{where}: {exc.strerror or exc}",
+                         hint="free some disk space (or choose another RECSYS_RUNS_DIR / RECSYS_DATA_DIR) and rerun")

@@ -56,6 +56,7 @@ def train(config: Config, *, evaluate: bool = False, resume: str | Path | None =
         model_cls = get_model_class(config.model.name)
     except ValueError as exc:
         raise RecsysError(str(exc)) from None
+    _preflight(config, model_cls)
     run, notes = _reopen_for_resume(config, resume, model_cls) if resume else (RunDirectory.create(config), [])
     with run.active(device=None):
         for note in notes:
@@ -71,6 +72,20 @@ def train(config: Config, *, evaluate: bool = False, resume: str | Path | None =
             metrics = task.train(config, run, model_cls, device, dtype, evaluate=evaluate, resume_from=resume_from,
                                  hooks=hooks)
     return RunResult(run.path, "succeeded", metrics)
+
+
+def _preflight(config: Config, model_cls) -> None:
+    """The checks that need no data and no run directory, made before one is created: the data set's
+    name, the accelerator, and (for the synthetic data set) the generator's memory."""
+    from recsys_cli.data.registry import SYNTHETIC, check_name
+
+    if model_cls.task == "recommendation":
+        check_name(config.data.dataset)
+        if config.data.dataset == SYNTHETIC:
+            from recsys_cli.data.synthetic import check_memory
+
+            check_memory(config.data.synthetic)
+    resolve_dtype(config.device.dtype, resolve_device(config.device.accelerator, log=False))
 
 
 def _reopen_for_resume(config: Config, resume: str | Path, model_cls) -> tuple[RunDirectory, list[str]]:
@@ -167,8 +182,19 @@ def load_trained(run_dir: str | Path, overrides: list[str] | None = None, *, run
 
 def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int] | None = None,
              overrides: list[str] | None = None) -> RunResult:
-    """Evaluate a trained run from its saved model, without refitting."""
+    """Evaluate a trained run from its saved model, without refitting.
+
+    The training-time table is never lost: ``cutoffs`` are added to it (the model and split are the
+    same, so its rows come out the same), and a re-evaluation with ``overrides`` goes beside it, to
+    ``evaluations/`` (see :func:`recsys_cli.evaluation.report.write_metrics`)."""
     run = RunDirectory.open(run_dir)
+    config = run.config(overrides)
+    beside = list(overrides) if overrides else None
+    if cutoffs and not overrides:
+        from recsys_cli.evaluation.report import metrics_stem, table_cutoffs
+
+        existing = table_cutoffs(run.path / f"{metrics_stem(split or config.evaluation.split)}.csv")
+        cutoffs = sorted(set(cutoffs) | set(existing))
     from recsys_cli.tasks.recommendation import evaluate_model
 
     # keep the original run's phases (fit, split, ...) in timing.json; only "evaluate" is replaced
@@ -183,13 +209,11 @@ def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int
         if name not in ("seconds", "peak_rss_bytes", "peak_cuda_allocated_bytes"):
             run.timing.figures[name] = value
 
-    with console.capture() as log:
+    with console.tee(run.path / "log.txt"):
         trained = load_trained(run.path, overrides, run=run)
-        result = evaluate_model(trained.config, run, trained.model, trained.split, which=split, cutoffs=cutoffs)
+        result = evaluate_model(trained.config, run, trained.model, trained.split, which=split, cutoffs=cutoffs,
+                                overrides=beside)
         run.write_timing()
-    log_path = run.path / "log.txt"
-    previous = log_path.read_text(encoding="utf-8") if log_path.exists() else ""
-    atomic.write_text(log_path, previous + log.getvalue())
     return RunResult(run.path, "succeeded", result)
 
 

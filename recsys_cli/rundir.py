@@ -4,8 +4,8 @@ Layout (every file written atomically)::
 
     runs/<UTC time>-<experiment name>-<config hash>/
         config.yaml   resolved config          env.json     versions, device, git commit, command line
-        status.json   running/succeeded/failed/interrupted, with the error
-        log.txt       what was printed         timing.json  seconds per phase, peak memory, throughput
+        status.json   running/succeeded/failed/interrupted, with the error, the pid and the host
+        log.txt       what was printed, as it was printed   timing.json  seconds per phase, peak memory, throughput
         metrics.csv/.json/.md                  model/       saved model (when the model has one)
 """
 
@@ -28,7 +28,8 @@ import yaml
 
 from recsys_cli import atomic, console
 from recsys_cli.config import Config, config_hash, load_config, to_yaml
-from recsys_cli.errors import RecsysError
+from recsys_cli.errors import RecsysError, Terminated, disk_full
+from recsys_cli.processes import hostname, pid_alive
 from recsys_cli.redact import redact
 from recsys_cli.timing import Timing
 
@@ -136,12 +137,14 @@ class RunDirectory:
         run = cls(runs_dir / name)
         atomic.write_text(run.path / "config.yaml", to_yaml(config))
         run.write_status("running")
-        run.point_latest()
         return run
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> RunDirectory:
         path = Path(path)
+        configured = os.environ.get("RECSYS_RUNS_DIR")
+        if configured and not path.exists() and not path.is_absolute() and path.parts[:1] == ("runs",):
+            path = Path(configured).expanduser().joinpath(*path.parts[1:])  # the README's `runs/latest`
         if path.name == "latest" and path.is_file() and not path.is_symlink():
             path = path.parent / path.read_text().strip()
         if not path.is_dir():
@@ -151,8 +154,18 @@ class RunDirectory:
         return cls(path.resolve())
 
     def point_latest(self) -> None:
-        """``runs/latest`` names the newest run: a relative symlink, replaced atomically."""
+        """``runs/latest`` names the newest succeeded run: a relative symlink, replaced atomically. Never
+        fails the run: a folder of the user's at that name is left alone, other problems are warnings."""
         link = self.path.parent / "latest"
+        if link.is_dir() and not link.is_symlink():
+            console.warn(f"{link} is a folder, not a link to the latest run; left as it is")
+            return
+        try:
+            self._replace_latest(link)
+        except OSError as exc:
+            console.warn(f"could not point {link} at {self.path.name}: {exc.strerror or exc}")
+
+    def _replace_latest(self, link: Path) -> None:
         tmp = self.path.parent / f".latest.{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -172,7 +185,7 @@ class RunDirectory:
         return load_config(self.path / "config.yaml", overrides or [], env={})
 
     def write_status(self, state: str, **extra: Any) -> None:
-        body = {"status": state, "updated": utc_now(), **extra}
+        body = {"status": state, "updated": utc_now(), "pid": os.getpid(), "host": hostname(), **extra}
         atomic.write_json(self.path / "status.json", body)
 
     def status(self) -> dict[str, Any]:
@@ -200,17 +213,25 @@ class RunDirectory:
     # -- lifecycle ------------------------------------------------------------------------------
     @contextlib.contextmanager
     def active(self, *, device: str | None = None, final_status: bool = True) -> Iterator[RunDirectory]:
-        """Capture the log, record the environment, and leave an honest status whatever happens."""
-        with console.capture() as log:
-            self.update_env(**environment(device))
-            console.info(f"run directory: {self.path}")
+        """Append the log to log.txt as it is printed, record the environment, leave an honest status
+        whatever happens, and point ``runs/latest`` here when the run succeeds."""
+        with console.tee(self.path / "log.txt"):
             try:
+                self.update_env(**environment(device))
+                console.info(f"run directory: {self.path}")
                 yield self
-            except KeyboardInterrupt:
-                console.error("interrupted (Ctrl-C); the run is marked interrupted")
-                self.write_status("interrupted", error="KeyboardInterrupt")
+            except KeyboardInterrupt as exc:
+                cause = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+                console.error(f"{'terminated' if cause == 'SIGTERM' else 'interrupted'} ({cause}); "
+                              "the run is marked interrupted")
+                self.write_status("interrupted", error=cause)
                 raise
             except BaseException as exc:
+                full = disk_full(exc)
+                if full is not None:
+                    with contextlib.suppress(OSError):  # the status may not fit on the full disk either
+                        self.write_status("failed", error=full.one_line())
+                    raise full from None
                 reason = exc.one_line() if isinstance(exc, RecsysError) else f"{type(exc).__name__}: {exc}"
                 self.write_status(
                     "failed", error=reason, traceback=traceback.format_exc(limit=20)
@@ -219,10 +240,30 @@ class RunDirectory:
             else:
                 if final_status:
                     self.write_status("succeeded")
+                    self.point_latest()
             finally:
-                self.write_timing()
-                previous = (self.path / "log.txt").read_text() if (self.path / "log.txt").exists() else ""
-                atomic.write_text(self.path / "log.txt", previous + log.getvalue())
+                with contextlib.suppress(OSError):
+                    self.write_timing()
+
+
+def effective_status(run: RunDirectory | str | os.PathLike[str]) -> str:
+    """A run's status, with ``running`` read as ``dead`` when its process is gone from this host.
+
+    status.json records the pid and host of the process that wrote it; a run on another host cannot
+    be checked from here and keeps ``running``. ``unknown`` when status.json is missing or unreadable.
+    """
+    path = run.path if isinstance(run, RunDirectory) else Path(run)
+    try:
+        status = json.loads((path / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "unknown"
+    if not isinstance(status, dict):
+        return "unknown"
+    state = str(status.get("status", "unknown"))
+    pid = status.get("pid")
+    if state == "running" and status.get("host") == hostname() and isinstance(pid, int) and not pid_alive(pid):
+        return "dead"
+    return state
 
 
 def write_tidy_metrics(run_path: Path, rows: list[dict[str, Any]], *, title: str) -> None:

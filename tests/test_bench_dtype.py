@@ -146,7 +146,7 @@ def test_a_model_that_computes_in_another_dtype_says_so_in_its_row():
     rows = summarise([Variant("float32", "float32"), Variant("float16", "float16")], attempts, {}, ["acc"],
                      repeats=1, device="cpu")
     assert rows[0]["computed_as"] is None and rows[0]["reason"] is None
-    assert (rows[1]["status"], rows[1]["computed_as"]) == ("ok", "float32")
+    assert (rows[1]["status"], rows[1]["computed_as"]) == ("ok (float32)", "float32")
     assert rows[1]["reason"] == "the model computed in float32, not float16"
 
 

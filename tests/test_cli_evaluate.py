@@ -125,12 +125,12 @@ def test_a_failed_metrics_write_leaves_the_previous_files_whole(fixed_runs, monk
 
     working = report.markdown
     monkeypatch.setattr(report, "markdown", broken)
-    result = runner.invoke(app, ["evaluate", str(run), "--cutoffs", "3"])  # other cutoffs: other contents
+    result = runner.invoke(app, ["evaluate", str(run), "--cutoffs", "5"])  # other cutoffs: other contents
     assert result.exit_code != 0
     assert {name: (run / name).read_bytes() for name in names} == old  # not a mix of old and new
     assert sorted(p.name for p in run.iterdir()) == before  # and no temporary files left
     monkeypatch.setattr(report, "markdown", working)  # (undo() would also undo fixed_runs' patches)
-    again = runner.invoke(app, ["evaluate", str(run), "--cutoffs", "3"])
+    again = runner.invoke(app, ["evaluate", str(run), "--cutoffs", "5"])
     assert again.exit_code == 0, again.stderr
     assert all((run / name).read_bytes() != old[name] for name in names)
 

@@ -9,8 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recsys_cli.cli.app import app
-from recsys_cli.config import load_config
-from recsys_cli.config import loader
+from recsys_cli.config import load_config, loader
 from recsys_cli.errors import ConfigError
 
 runner = CliRunner()
@@ -102,3 +101,9 @@ def test_long_values_are_truncated_in_error_messages(tmp_path):
         load_config(path, env={})
     message = str(info.value)
     assert "experiment.seed" in message and "…" in message and len(message) < 400
+
+
+def test_a_recursive_alias_is_refused(tmp_path):
+    path = write(tmp_path, "model: {name: toppop}\nevaluation: {cutoffs: &c [5, *c]}\n")
+    with pytest.raises(ConfigError, match=r"the alias \*c is inside its own anchor"):
+        load_config(path, env={})

@@ -38,7 +38,8 @@ def test_default_is_the_seed_architecture():
     model.build(sp.csr_matrix((5, 1000)))
     assert model.input_layer.weight.shape == (1000, 420)  # Linear(items, 420), stored as a bag of rows
     assert [(m.in_features, m.out_features) for m in model.layers] == [(420, 69), (69, 420), (420, 1000)]
-    assert model._relu_after == [True, False, True, False]  # ReLU after 420 in both halves, none at 69 or out
+    assert model._act_after == [True, False, True, False]  # ReLU after 420 in both halves, none at 69 or out
+    assert model._act is torch.relu
 
 
 def test_sparse_first_layer_equals_the_dense_linear_and_scores_are_the_reconstruction():
@@ -49,6 +50,15 @@ def test_sparse_first_layer_equals_the_dense_linear_and_scores_are_the_reconstru
     h = torch.relu(model.layers[1](h))
     expected = model.layers[2](h)
     assert torch.allclose(model.score(torch.arange(40)), expected, atol=1e-5)
+
+
+def test_tanh_follows_every_hidden_layer_as_in_mult_dae():
+    model, train = _fitted(hidden=[12, 5], activation="tanh")
+    x = torch.from_numpy((train.toarray() > 0).astype(np.float32))
+    h = torch.tanh(x @ model.input_layer.weight + model.input_bias)
+    h = torch.tanh(model.layers[0](h))  # the bottleneck too
+    h = torch.tanh(model.layers[1](h))
+    assert torch.allclose(model.score(torch.arange(40)), model.layers[2](h), atol=1e-5)
 
 
 def test_noise_touches_a_copy_only_and_never_the_target():

@@ -199,7 +199,7 @@ def test_ctrl_c_during_download_leaves_no_zip_or_cache(mirror, data_dir, monkeyp
 
     monkeypatch.setattr(download_mod, "_progress", interrupted)
     result = runner.invoke(app, ["download", "movielens-10m", "--md5", md5(ZIP)])
-    assert result.exit_code == 2 and "interrupted" in result.stderr
+    assert result.exit_code == 130 and "interrupted" in result.stderr
     assert leftovers(data_dir) == []
 
 
@@ -212,14 +212,14 @@ def test_ctrl_c_during_parse_leaves_no_cache(tmp_path, data_dir, monkeypatch):
 
     monkeypatch.setattr(readers, "_read_dat_tags", interrupted)
     result = runner.invoke(app, ["download", "movielens-10m", "--source", str(local), "--no-verify"])
-    assert result.exit_code == 2
+    assert result.exit_code == 130
     assert leftovers(data_dir) == []
     # and a Ctrl-C while the cache is being written removes the half-written folder
     monkeypatch.undo()
     monkeypatch.setenv("RECSYS_NO_PROGRESS", "1")
     monkeypatch.setattr(cache_mod.np, "savez", interrupted)
     result = runner.invoke(app, ["download", "movielens-10m", "--source", str(local), "--no-verify"])
-    assert result.exit_code == 2 and leftovers(data_dir) == []
+    assert result.exit_code == 130 and leftovers(data_dir) == []
 
 
 def test_disk_write_failure(tmp_path, data_dir, monkeypatch):

@@ -170,7 +170,7 @@ def test_same_seed_same_weights():
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
-@pytest.mark.parametrize("config", ["dae.yaml", "two-tower-1.yaml", "two-tower-2.yaml"])
+@pytest.mark.parametrize("config", ["dae.yaml", "multvae.yaml", "two-tower-1.yaml", "two-tower-2.yaml"])
 def test_recsys_run_end_to_end_on_synthetic(config):
     from recsys_cli import experiment
     from recsys_cli.config import load_config

@@ -144,7 +144,7 @@ def test_blocked_engine_equals_the_dense_reference(similarity, topk):
     mask = rng.random((150, 60)) < 0.12
     mask[:4] |= rng.random((4, 60)) < 0.7  # heavy rows: the dense GEMM part of each block
     X = np.where(mask, rng.integers(1, 11, mask.shape) / 2, 0).astype(np.float32)
-    args = dict(shrink=3.0, asymmetric_alpha=0.3, tversky_alpha=0.6, tversky_beta=1.4)
+    args = {"shrink": 3.0, "asymmetric_alpha": 0.3, "tversky_alpha": 0.6, "tversky_beta": 1.4}
     ours = column_similarity(sp.csr_matrix(X), Similarity(similarity=similarity, **args), topk, width=9,
                              threads=2)
     expected = ref.compute_similarity(X, topK=topk, similarity=similarity, **args)
@@ -161,3 +161,24 @@ def test_same_data_same_W_whatever_the_threads():
     one = column_similarity(X, Similarity("cosine", 1.0), 10, width=7, threads=1)
     two = column_similarity(X, Similarity("cosine", 1.0), 10, width=7, threads=2)
     assert (one != two).nnz == 0 and np.array_equal(one.indices, two.indices)
+
+
+def test_sparse_product_falls_back_to_the_public_api(monkeypatch):
+    from scipy.sparse import _sparsetools
+
+    from recsys_cli.models._linalg import sparse_product_into
+
+    left = sp.random(7, 30, density=0.3, format="csr", random_state=1, dtype=np.float32)
+    right = sp.random(30, 11, density=0.3, format="csr", random_state=2, dtype=np.float32)
+    expected = (left @ right).toarray()
+    fast = np.ones((7, 11), dtype=np.float32)
+    sparse_product_into(left, right, fast)  # adds into out
+    np.testing.assert_allclose(fast, expected + 1, rtol=1e-6)
+
+    def gone(*args):
+        raise AttributeError("csr_matmat")
+
+    monkeypatch.setattr(_sparsetools, "csr_matmat", gone)
+    slow = np.zeros((7, 11), dtype=np.float32)
+    sparse_product_into(left, right, slow)
+    np.testing.assert_allclose(slow, expected, rtol=1e-6)

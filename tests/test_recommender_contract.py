@@ -35,8 +35,14 @@ TINY = {
     "dae": {"hidden": [8, 4]},
     "lightgcn": {"dim": 8},
     "two-tower": {"layers": [8, 4]},
+    "puresvd": {"num_factors": 4},
+    "puresvd-item": {"num_factors": 4},
+    "slim": {"alpha": 0.05},
+    "ials": {"num_factors": 4},
 }
-VARIANTS = {"ease-topk": ("ease", {"topk": 5}), "gfcf-topk": ("gfcf", {"num_factors": 4, "topk": 5})}
+VARIANTS = {"ease-topk": ("ease", {"topk": 5}), "gfcf-topk": ("gfcf", {"num_factors": 4, "topk": 5}),
+            "puresvd-item-topk": ("puresvd-item", {"num_factors": 4, "topk": 5}),
+            "ials-cholesky": ("ials", {"num_factors": 4, "solver": "cholesky"})}
 RECOMMENDERS = [n for n in available() if get_model_class(n).task == "recommendation"]
 
 
@@ -72,6 +78,7 @@ def fit(cls, config, train, dtype=torch.float32) -> Recommender:
 
 def test_every_recommender_is_covered():
     assert {"ease", "gfcf", "toppop", "itemknn", "userknn", "p3alpha", "rp3beta"} <= set(RECOMMENDERS)
+    assert {"puresvd", "puresvd-item", "slim", "ials"} <= set(RECOMMENDERS)
     assert "mlp-iris" not in RECOMMENDERS  # a classifier: no scores to rank
 
 

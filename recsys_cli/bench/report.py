@@ -70,6 +70,8 @@ def summarise(variants: list[Variant], attempts: list[dict[str, Any]], skipped: 
         row["computed_as"] = ",".join(computed) or None
         if computed and row["reason"] is None:
             row["reason"] = f"the model computed in {row['computed_as']}, not {v.dtype}"
+        if computed and status == "ok":
+            row["status"] = f"ok ({row['computed_as']})"
         for name in metric_names:
             row[name] = _median_metric([a["metrics"][name] for a in measured if name in a.get("metrics", {})])
         rows.append(row)

@@ -6,7 +6,9 @@ import functools
 import inspect
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -17,7 +19,7 @@ from rich.markup import escape
 
 from recsys_cli import console
 from recsys_cli.config import Config, load_config
-from recsys_cli.errors import RecsysError
+from recsys_cli.errors import RecsysError, Terminated, disk_full
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,15 +50,26 @@ VerboseOption = typer.Option(
 )
 
 
-def handle_errors(func: F) -> F:
-    """Turn a :class:`RecsysError` into one line on stderr and its exit code; Ctrl-C into exit 2.
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # the shell's 128 + signal number
 
-    Ctrl-C exits 2 like other aborted input (the data issue asks for it); whatever was being written
-    is discarded by the atomic writers, and a run is marked ``interrupted``.
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def handle_errors(func: F) -> F:
+    """Turn a :class:`RecsysError` into one line on stderr and its exit code; Ctrl-C into exit 130 and
+    SIGTERM into exit 143.
+
+    SIGTERM is raised as :class:`Terminated` (a KeyboardInterrupt) where the process is, so it is
+    handled like Ctrl-C: whatever was being written is discarded by the atomic writers, a training run
+    keeps its last checkpoint, and a run is marked ``interrupted``.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
         try:
             return func(*args, **kwargs)
         except RecsysError as exc:
@@ -65,14 +78,22 @@ def handle_errors(func: F) -> F:
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # an unexpected failure: one line here, the traceback in the run's status.json
+            full = disk_full(exc)
+            if full is not None:
+                console.error(full.one_line())
+                raise typer.Exit(full.exit_code) from None
             if os.environ.get("RECSYS_DEBUG"):
                 raise
             console.error(f"{type(exc).__name__}: {' '.join(str(exc).split())} — this looks like a bug; rerun "
                           "with RECSYS_DEBUG=1 for the traceback (runs keep it in status.json)")
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            console.error("interrupted (Ctrl-C); nothing half-written was kept")
-            raise typer.Exit(2) from None
+        except KeyboardInterrupt as exc:
+            what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+            console.error(f"{what}; nothing half-written was kept")
+            raise typer.Exit(EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
 

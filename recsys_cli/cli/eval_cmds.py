@@ -55,7 +55,9 @@ def evaluate(
 
     Writes metrics.csv (tidy: cutoff, metric, value), metrics.json and metrics.md into the run
     directory (metrics-val.* for --split val) and prints the key columns; docs/metrics.md defines
-    all 27 columns.
+    all 27 columns. --cutoffs adds cutoffs to that table (its other rows stay); with --set the
+    files go beside it, to RUN_DIR/evaluations/metrics-<split>-k<cutoffs>-set-<hash>.*, recording
+    the overrides.
 
     Example: recsys evaluate runs/latest --cutoffs 5,10,20 --assert "NDCG@10>=0.25"
     """
@@ -80,7 +82,7 @@ def evaluate(
             wanted = sorted(set(configured) | set(needed))
     result = experiment.evaluate(run_dir, split=split.value if split else None, cutoffs=wanted, overrides=overrides)
     evaluation = result.metrics
-    console.success(f"metrics written to {result.run_dir}")
+    console.success(f"metrics written to {evaluation.extra.get('metrics_file', result.run_dir)}")
 
     outcomes = []
     for check in checks:
@@ -93,7 +95,8 @@ def evaluate(
         from recsys_cli.evaluation.report import json_records
 
         print_json({
-            "run_dir": str(result.run_dir), "n_users_evaluated": evaluation.n_users_evaluated,
+            "run_dir": str(result.run_dir), "metrics_file": evaluation.extra.get("metrics_file"),
+            "n_users_evaluated": evaluation.n_users_evaluated,
             "users_per_second": evaluation.users_per_second, "metrics": json_records(evaluation),
             "assertions": outcomes,
         })

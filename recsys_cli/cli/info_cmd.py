@@ -44,7 +44,18 @@ def system_info() -> dict:
             "data_dir": str(Path(os.environ.get("RECSYS_DATA_DIR") or "data").resolve()),
             "runs_dir": str(Path(os.environ.get("RECSYS_RUNS_DIR") or "runs").resolve()),
         },
+        "runs": run_counts(Path(os.environ.get("RECSYS_RUNS_DIR") or "runs")),
     }
+
+
+def run_counts(runs_dir: Path) -> dict[str, int]:
+    """Runs per status, a run whose process is gone counted as ``dead`` (rundir.effective_status)."""
+    from collections import Counter
+
+    from recsys_cli.rundir import effective_status
+
+    folders = [p for p in runs_dir.iterdir() if p.is_dir() and not p.is_symlink()] if runs_dir.is_dir() else []
+    return dict(sorted(Counter(effective_status(p) for p in folders if (p / "config.yaml").is_file()).items()))
 
 
 @handle_errors
@@ -75,6 +86,7 @@ def info(
         table.add_row("cpu", f"{cpu['machine']}, {cpu['cores']} cores, torch uses {cpu['threads']} threads")
         table.add_row("data dir", facts["directories"]["data_dir"])
         table.add_row("runs dir", facts["directories"]["runs_dir"])
+        table.add_row("runs", ", ".join(f"{n} {state}" for state, n in facts["runs"].items()) or "none")
         Console(highlight=False).print(table)
     if dataset is not None:
         from recsys_cli.data import print_cached_statistics

@@ -40,6 +40,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._nodes = 0
         self._depth = 0
         self._sizes: dict[int, int] = {}
+        self._open: list[str | None] = []  # anchors of the nodes being composed
 
     def _size(self, node: yaml.Node) -> int:
         """Nodes in ``node`` with every alias expanded (memoised: shared subtrees are counted once each)."""
@@ -57,7 +58,10 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
+            event = self.peek_event()
+            mark = event.start_mark
+            if event.anchor in self._open:
+                raise _Refused(f"the alias *{event.anchor} is inside its own anchor (a recursive structure)", mark)
             node = super().compose_node(parent, index)
             self._nodes += self._size(node)
             if self._nodes > MAX_YAML_NODES:
@@ -66,10 +70,12 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth += 1
         if self._depth > MAX_YAML_DEPTH:
             raise _Refused(f"the document is nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
+        self._open.append(getattr(self.peek_event(), "anchor", None))
         try:
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
+            self._open.pop()
         self._nodes += 1
         return node
 

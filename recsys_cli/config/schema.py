@@ -24,8 +24,10 @@ class Section(BaseModel):
 
 
 class ExperimentConfig(Section):
-    name: str = Field("experiment", description="Experiment name; part of the run directory's name.")
-    seed: int = Field(42, ge=0, lt=2**63, description="Seeds Python, NumPy and torch, and the data split.")
+    name: str = Field("experiment", description="Experiment name; part of the run directory's name (at most "
+                      "100 printable characters).")
+    seed: int = Field(42, ge=0, lt=2**63, description="Seeds Python, NumPy and torch, and the data split "
+                      "(0 ≤ seed < 2^63).")
     runs_dir: Path = Field(Path("runs"), description="Where run directories are created (env RECSYS_RUNS_DIR).")
 
     @field_validator("name")

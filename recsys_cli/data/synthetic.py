@@ -47,7 +47,28 @@ def _allocate(total: int, weights: np.ndarray, cap: int, rng: np.random.Generato
     return counts
 
 
+def planned_bytes(cfg) -> int:
+    """Peak memory of :func:`generate`: the factors, one block of dense keys (a few copies), and a
+    dozen 8-byte arrays per interaction (entries, ratings, timestamps and their two CSR matrices)."""
+    n = min(cfg.n_interactions, cfg.n_users * max(1, cfg.n_items // 2))
+    block = min(cfg.n_users, max(1, 4_000_000 // cfg.n_items))
+    return 6 * 8 * block * cfg.n_items + 8 * (cfg.n_users + cfg.n_items) * (cfg.n_factors + 4) + 12 * 8 * n
+
+
+def check_memory(cfg) -> None:
+    """ResourceError with the estimate and the free RAM when the data set cannot be generated here."""
+    import torch
+
+    from recsys_cli.devices import available_memory_bytes
+    from recsys_cli.memory import require
+
+    require("the synthetic data set", planned_bytes(cfg), available_memory_bytes(torch.device("cpu")),
+            detail=f"{cfg.n_users:,} users × {cfg.n_items:,} items, {cfg.n_interactions:,} interactions",
+            hint="lower data.synthetic.n_users, n_items or n_interactions")
+
+
 def generate(cfg, seed: int | None = None) -> Dataset:
+    check_memory(cfg)
     params = params_of(cfg, seed)
     entropy = int.from_bytes(hashlib.sha256(json.dumps(params, sort_keys=True).encode()).digest()[:16], "little")
     rng = np.random.default_rng(entropy)

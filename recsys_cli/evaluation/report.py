@@ -3,12 +3,15 @@
 Files (written together: all or none replaced): ``metrics.csv`` (tidy: cutoff, metric, value), ``metrics.json``
 (the same rows; NaN/inf become null), ``metrics.md`` (one column per cutoff) and ``per-user.parquet``
 (every evaluated user's per-user values: evaluation/per_user.py). A validation-split evaluation writes
-``metrics-val.*`` and ``per-user-val.parquet`` instead, so it never overwrites the test metrics.
+``metrics-val.*`` and ``per-user-val.parquet`` instead, so it never overwrites the test metrics. A
+re-evaluation with ``--set`` overrides goes beside them, to ``evaluations/metrics-<split>-k<cutoffs>-set-<hash>.*``,
+and its JSON records the split, the cutoffs and the overrides.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import io
 import math
 import operator
@@ -42,21 +45,46 @@ def json_records(result) -> list[dict[str, Any]]:
     return [{**row, "value": _finite_or_none(row["value"])} for row in result.to_records()]
 
 
+def table_cutoffs(csv_path: Path) -> list[int]:
+    """The cutoffs of an existing tidy metrics CSV ([] when there is none or it cannot be read)."""
+    try:
+        return sorted({int(c) for c in pd.read_csv(csv_path)["cutoff"]})
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return []
+
+
+def reevaluation_name(split_name: str, cutoffs: list[int], overrides: list[str]) -> str:
+    """File stem of a re-evaluation: the same split, cutoffs and overrides always give the same name."""
+    digest = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8]
+    return f"metrics-{split_name}-k{'-'.join(str(c) for c in cutoffs)}-set-{digest}"
+
+
 def write_metrics(run_path: str | Path, result, *, split_name: str = "test", title: str = "metrics",
-                  user_ids=None, fingerprint: str | None = None) -> Path:
+                  overrides: list[str] | None = None, user_ids=None, fingerprint: str | None = None) -> Path:
     """Write the tidy CSV, JSON and Markdown metric files of ``result`` and, when the result carries
-    them, its per-user values (``user_ids``: the data set's original id of every row); returns the CSV path."""
+    them, its per-user values (``user_ids``: the data set's original id of every row); returns the CSV path.
+
+    ``overrides`` (a list, possibly empty) marks a re-evaluation: its files go to ``evaluations/``."""
     from recsys_cli.evaluation.per_user import file_name
 
     run_path = Path(run_path)
     stem = metrics_stem(split_name)
+    rows = json_records(result)
+    body = markdown(result, split_name=split_name, title=title)
+    if overrides is not None:
+        run_path = run_path / "evaluations"
+        stem = reevaluation_name(split_name, result.cutoffs, overrides)
+        sets = " ".join(f"--set {o}" for o in overrides) or "none"
+        head, _, rest = body.partition("\n\n")
+        body = f"{head}\n\nRe-evaluation with cutoffs {', '.join(map(str, result.cutoffs))}; overrides: {sets}.\n\n{rest}"
+        rows = {"split": split_name, "cutoffs": result.cutoffs, "overrides": list(overrides), "metrics": rows}
     tidy = pd.DataFrame(result.to_records(), columns=["cutoff", "metric", "value"])
     csv_path = run_path / f"{stem}.csv"
     # rendered in full before any file is touched, so a failure cannot leave old and new files mixed
     files: dict[Path, str | bytes] = {
         csv_path: tidy.to_csv(index=False, float_format="%.10g"),
-        run_path / f"{stem}.json": atomic.json_text(json_records(result)),
-        run_path / f"{stem}.md": markdown(result, split_name=split_name, title=title),
+        run_path / f"{stem}.json": atomic.json_text(rows),
+        run_path / f"{stem}.md": body,
     }
     if getattr(result, "per_user", None) is not None:
         files[run_path / file_name(stem)] = result.per_user.to_parquet_bytes(

@@ -82,6 +82,11 @@ class NormalizedAdjacency:
         self.n_interactions = matrix.nnz
         self.device = device
         if dtype in (torch.float16, torch.bfloat16) and not sparse_product_supported(device, dtype):
+            from recsys_cli import console
+
+            console.warn(f"{device.type} has no {str(dtype).replace('torch.', '')} sparse product: the graph "
+                         f"propagation runs in float32, not {str(dtype).replace('torch.', '')} "
+                         "(model.json records compute_dtype)")
             dtype = torch.float32
         self.dtype = dtype
         # Build the structure once with interaction ids as values: both directions of interaction e

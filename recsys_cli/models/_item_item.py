@@ -1,5 +1,5 @@
 """The template of every model that scores with one square matrix W: EASE, GF-CF, ItemKNN, UserKNN,
-P3alpha, RP3beta (and, later, SLIM and PureSVD's item variant).
+P3alpha, RP3beta, SLIM and PureSVD's item variant.
 
 A model built on :class:`ItemItemRecommender` implements only how W is computed and what that costs
 in memory; the base class owns everything else. See the class docstring for the interface.
@@ -18,7 +18,7 @@ import torch
 
 from recsys_cli import console
 from recsys_cli.errors import DataError, RunFailed
-from recsys_cli.models._linalg import numpy_dtype, quiet_sparse
+from recsys_cli.models._linalg import numpy_dtype, quiet_sparse, sparse_product_into
 from recsys_cli.models._memory import place_for_scoring, plan_fit_device
 from recsys_cli.models._tiles import (
     ColumnTiles,
@@ -83,6 +83,7 @@ class ItemItemRecommender(Recommender):
         self.fit_info: dict[str, Any] = {}
         self._W_scipy: sp.csr_matrix | None = None  # a view of a sparse CPU W, for SciPy scoring
         self._X_device: torch.Tensor | None = None  # X on the scoring device (users variant off the CPU)
+        self._W_rows_cpu: sp.csr_matrix | None = None  # W on the CPU for picking rows (users variant off the CPU)
 
     # -- what a subclass implements --------------------------------------------------------------
     def memory_estimate(self, X: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> tuple[int, str]:
@@ -147,10 +148,11 @@ class ItemItemRecommender(Recommender):
     def _place(self, W: Matrix, budget: int | None = None) -> None:
         self.W = place_for_scoring(self.display_name, W, self.device, budget)
         self.device = self.W.device
-        self._W_scipy = self._X_device = None
+        self._W_scipy = self._X_device = self._W_rows_cpu = None
         if is_sparse(self.W) and self.W.device.type == "cpu":
             self._W_scipy = scipy_csr(self.W)
         elif self.neighbours == "users" and self.W.device.type != "cpu":
+            self._W_rows_cpu = scipy_csr(W.cpu())  # rows of W are picked on the CPU, multiplied on the device
             with quiet_sparse():
                 self._X_device = csr_to_torch(self.X, device=self.W.device, dtype=self.W.dtype)
 
@@ -180,15 +182,12 @@ class ItemItemRecommender(Recommender):
             return self.W.matmul_csr(self.X[index])
         with quiet_sparse():
             if self.neighbours == "users":  # W is sparse here (user-user models are top-k)
-                left = csr_to_torch(self._W_rows(index), device=self.W.device, dtype=self.W.dtype)
+                left = csr_to_torch(self._W_rows_cpu[index], device=self.W.device, dtype=self.W.dtype)
                 return torch.sparse.mm(left, self._X_device).to_dense()
             xb = csr_to_torch(self.X[index], device=self.W.device, dtype=self.W.dtype)
             if is_sparse(self.W):
                 return torch.sparse.mm(xb, self.W).to_dense()
             return torch.sparse.mm(xb, self.W)
-
-    def _W_rows(self, index: np.ndarray) -> sp.csr_matrix:
-        return scipy_csr(self.W.cpu())[index]
 
     # -- persistence -----------------------------------------------------------------------------
     def state(self) -> dict[str, torch.Tensor]:
@@ -233,7 +232,7 @@ def _sparse_product(left: sp.csr_matrix, index: np.ndarray, right: sp.csr_matrix
 
     def one(a: int) -> None:
         b = min(rows.shape[0], a + SPARSE_SCORE_CHUNK)
-        (rows[a:b] @ right).toarray(out=out[a:b])
+        sparse_product_into(rows[a:b], right, out[a:b])
 
     threads = max(1, torch.get_num_threads())
     if threads == 1 or len(chunks) == 1:

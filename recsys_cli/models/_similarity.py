@@ -14,13 +14,15 @@ a..b, candidates a..n) and, by symmetry, the columns right of it (targets b..n, 
 Each worker normalises its block and keeps a top-K per target; the main thread merges these into a
 running top-K per target in block order, so the result does not depend on thread timing.
 
-Ties at the K-th value: torch.topk's choice (deterministic for the same data), not NumPy's
-argpartition as in the course; only members tied with the K-th neighbour can differ.
+Ties at the K-th value: torch.topk's choice within a block, and a later block's candidate that ties
+the running K-th does not replace it (deterministic for the same data), not NumPy's argpartition as
+in the course; only members tied with the K-th neighbour can differ.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys_cli.models._linalg import HEAVY_USER_SHARE
+from recsys_cli.models._linalg import HEAVY_USER_SHARE, sparse_product_into
 
 SIMILARITIES = ("cosine", "adjusted", "asymmetric", "pearson", "jaccard", "tanimoto", "dice", "tversky")
 SET_BASED = ("jaccard", "tanimoto", "dice", "tversky")
@@ -96,7 +98,7 @@ def gram_block(A: _Rows, B: _Rows, a: int, b: int, start: int) -> torch.Tensor:
     out = np.zeros((b - a, n - start), dtype=np.float32)
     if A.light.nnz:
         right = B.light[:, start:] if start else B.light
-        (A.light_T[a:b] @ right).toarray(out=out)
+        sparse_product_into(A.light_T[a:b], right, out)
     block = torch.from_numpy(out)
     if A.heavy.shape[0]:
         block.addmm_(A.heavy[:, a:b].T, B.heavy[:, start:])
@@ -128,8 +130,16 @@ def map_gram_blocks(X: sp.csr_matrix, handle: Callable[[int, int, torch.Tensor],
             for k in range(len(edges) - 1):
                 yield one(k)
             return
+        # at most two blocks per thread in flight: results wait for the in-order merge, and at 70k
+        # columns each holds targets × K candidates (tens of MB)
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            yield from pool.map(one, range(len(edges) - 1))
+            pending: deque = deque()
+            for k in range(len(edges) - 1):
+                pending.append(pool.submit(one, k))
+                if len(pending) >= 2 * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
 
 class RunningTopK:
@@ -304,6 +314,6 @@ def similarity_memory_bytes(X: sp.csr_matrix, topk: int, threads: int, *, width:
     counts = np.diff(X.indptr)
     heavy = min(int((counts > HEAVY_USER_SHARE * n).sum()) * n, HEAVY_ENTRIES)
     data = 3 * X.nnz * 8 * copies + heavy * 4 * copies
-    block = 4 * block_width(n, width) * n * 4
+    block = 6 * block_width(n, width) * n * 4  # the block, the sparse product's buffers, temporaries
     running = n * max(topk, 1) * 12 * 3
     return data + threads * block + running

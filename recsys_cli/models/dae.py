@@ -48,6 +48,10 @@ class DAEConfig(ModelConfig):
     loss: Literal["bce", "multinomial"] = Field(
         "multinomial", description="bce (binary cross-entropy with logits) or multinomial (Mult-DAE)."
     )
+    activation: Literal["relu", "tanh"] = Field(
+        "relu", description="relu: after every hidden layer but the bottleneck (the seed's); tanh: after every "
+        "hidden layer, the bottleneck included (Mult-DAE's)."
+    )
 
 
 @register
@@ -67,9 +71,12 @@ class DAE(TrainableRecommender):
         self.input_bias = nn.Parameter(first.bias.detach().clone())
         mirrored = [*sizes[1:], *reversed(sizes[:-1])]  # 420, 69, 420, items
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(mirrored[:-1], mirrored[1:]))
-        # Layer 0 is the input layer; no ReLU after the bottleneck (last encoder layer) nor the output.
+        # Layer 0 is the input layer; never an activation after the output; the seed's ReLU net has
+        # none after the bottleneck (last encoder layer) either, Mult-DAE's tanh net has one there.
         bottleneck, output = len(sizes) - 2, len(mirrored) - 1
-        self._relu_after = [i not in (bottleneck, output) for i in range(len(mirrored))]
+        tanh = self.config.activation == "tanh"
+        self._act = torch.tanh if tanh else torch.relu
+        self._act_after = [i != output and (tanh or i != bottleneck) for i in range(len(mirrored))]
 
     def prepare(self, train: sp.csr_matrix) -> None:
         x = sp.csr_matrix(train, dtype=np.float32, copy=True)
@@ -118,12 +125,12 @@ class DAE(TrainableRecommender):
         """Hidden activations before the output layer for sparse input rows (indices, row offsets, values)."""
         h = self._first_layer(indices, offsets, values)
         h = h + self.input_bias
-        if self._relu_after[0]:
-            h = torch.relu(h)
+        if self._act_after[0]:
+            h = self._act(h)
         for i, layer in enumerate(self.layers[:-1], start=1):
             h = layer(h)
-            if self._relu_after[i]:
-                h = torch.relu(h)
+            if self._act_after[i]:
+                h = self._act(h)
         return h
 
     def encode_decode(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -147,6 +147,9 @@ class LightGCN(TrainableRecommender):
             final = final.to(self.param_dtype)
         self._user_final, self._item_final = final[: self.n_users], final[self.n_users :]
 
+    def extra_metadata(self) -> dict:  # what ran: the propagation falls back to float32 where needed
+        return {**super().extra_metadata(), "compute_dtype": str(self.adjacency.dtype).replace("torch.", "")}
+
     # -- scoring ----------------------------------------------------------------------------------
     def score(self, users: torch.Tensor) -> torch.Tensor:
         if self._user_final is None:

@@ -18,6 +18,10 @@ def train(config: Config, run: RunDirectory, model_cls: type[Model], device: tor
     with run.timing.phase("data_load"):
         data = load_iris_split(config.model)
         console.info(f"iris: {len(data.x_train)} train rows, {len(data.x_test)} test rows")
+    from recsys_cli.memory import check_constructed
+    from recsys_cli.tasks.recommendation import memory_budget
+
+    check_constructed(model_cls, config.model, dtype, config.training.batch_size, memory_budget(config, device))
     model = model_cls(config.model, device=device, dtype=dtype, seed=config.experiment.seed)
     with run.timing.phase("fit"):
         curve = model.fit(data, config.training)

@@ -47,6 +47,10 @@ def train(config: Config, run: RunDirectory, model_cls: type[Recommender], devic
         memory_budget_bytes=memory_budget(config, device), timing=run.timing, hooks=list(hooks or []),
         plot_formats=tuple(config.run.plot_formats),
     )
+    if getattr(model_cls, "trainable", False):
+        from recsys_cli.memory import check_trainable
+
+        check_trainable(model, split.train, config.training.batch_size, ctx.memory_budget_bytes)
     console.info(f"fitting {model_cls.name} on {split.train.shape[0]} users × {split.train.shape[1]} items, "
                  f"{split.train.nnz} training interactions")
     # trainable models draw their own per-epoch bars; a closed-form fit gets a spinner
@@ -71,7 +75,9 @@ def train(config: Config, run: RunDirectory, model_cls: type[Recommender], devic
 
 
 def evaluate_model(config: Config, run: RunDirectory, model: Recommender, split, *, which: str | None = None,
-                   cutoffs: list[int] | None = None, dataset=None):
+                   cutoffs: list[int] | None = None, overrides: list[str] | None = None, dataset=None):
+    """Evaluate and write the metrics files; ``overrides`` (a list) marks a re-evaluation written beside
+    the training-time table (see :func:`recsys_cli.evaluation.report.write_metrics`)."""
     from recsys_cli.data.ids import user_ids_or_none
     from recsys_cli.evaluation import evaluate
     from recsys_cli.evaluation.report import print_table, write_metrics
@@ -94,8 +100,9 @@ def evaluate_model(config: Config, run: RunDirectory, model: Recommender, split,
     user_ids = user_ids_or_none(config.data, split, dataset)
     if user_ids is None:
         console.warn("the data set's user ids are not cached; the per-user file's user_id column is left empty")
-    write_metrics(run.path, result, split_name=which, title=f"{config.experiment.name}: {model.name}",
-                  user_ids=user_ids, fingerprint=split.fingerprint or None)
+    result.extra["metrics_file"] = str(write_metrics(
+        run.path, result, split_name=which, title=f"{config.experiment.name}: {model.name}", overrides=overrides,
+        user_ids=user_ids, fingerprint=split.fingerprint or None))
     print_table(result)
     return result
 

@@ -73,7 +73,11 @@ def run_trial(trial: Any, base: Config, study_dir: Path, *, threads: int | None 
     search = base.search
     params = space.suggest(trial, search.space)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    config = trial_config(base, params, number=trial.number, study_dir=study_dir, threads=threads)
+    try:
+        config = trial_config(base, params, number=trial.number, study_dir=study_dir, threads=threads)
+    except Exception as exc:  # noqa: BLE001 - a combination the schema's cross-field checks refuse
+        message = " ".join(redact(str(exc)).split())[:300]
+        return _finish(TrialOutcome("failed", None, None, f"invalid combination: {message}"), trial)
     trainable = getattr(get_model_class(config.model.name), "trainable", False)
     hook = PruningHook(trial, search.metric, search.warmup_epochs)
     run_dir: Path | None = None

@@ -69,7 +69,8 @@ def finish(study: Any, config: Config, study_dir: Path, *, n_trials: int, refit:
     console.success(f"best trial {best.number}: {config.search.metric} {best.value:.6f} on validation "
                     f"with {outcome.best_params}; config in {outcome.best_yaml}")
     write_plots(study, study_dir / "plots")
-    if refit is not None and refit != "none" and outcome.trials >= n_trials:
+    finished = outcome.trials >= n_trials or config.search.timeout is not None  # a timeout is an end too
+    if refit is not None and refit != "none" and finished:
         outcome.refit_run_dir, outcome.refit_metrics = refit_best(chosen, study_dir, best, how=refit)
     return outcome
 

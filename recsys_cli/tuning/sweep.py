@@ -54,7 +54,7 @@ def sweep(config: Config, grid: dict[str, list[Any]], *, seeds: list[int] | None
         print_leaderboard,
         write_leaderboard,
     )
-    from recsys_cli.rundir import RunDirectory
+    from recsys_cli.rundir import RunDirectory, run_label
 
     if not grid and not seeds:
         raise ConfigError("nothing to sweep", hint="give --grid KEY=V1,V2 and/or --seeds 0,1,2")
@@ -64,7 +64,7 @@ def sweep(config: Config, grid: dict[str, list[Any]], *, seeds: list[int] | None
     combos = list(itertools.product(*(grid[k] for k in keys))) or [()]
     seed_list = seeds or [config.experiment.seed]
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder = Path(config.experiment.runs_dir) / f"{stamp}-{config.experiment.name}-sweep"
+    folder = Path(config.experiment.runs_dir) / f"{stamp}-{run_label(config)}-sweep"
     folder.mkdir(parents=True)
     total = len(combos) * len(seed_list)
     console.info(f"sweep of {total} runs into {folder}")
