@@ -22,7 +22,7 @@ import torch
 from recsys_cli import atomic, console
 from recsys_cli.errors import ConfigError, DataError
 from recsys_cli.evaluation.evaluator import _index_list, _scorer_of, block_size_for, score_block, seen_pairs
-from recsys_cli.evaluation.ranking import rank_block
+from recsys_cli.evaluation.ranking import one_cpu_thread, rank_block
 from recsys_cli.models.base import Recommender
 
 COLUMNS = ("user_id", "item_id", "rank", "score", "user_index", "item_index")
@@ -77,12 +77,12 @@ def top_k(model_or_scorer: Any, train: sp.spmatrix, users: Sequence[int] | np.nd
         mask_rows, mask_cols = seen_pairs(seen, block_users, dev) if exclude_seen else (None, None)
         items, lengths = rank_block(scores, k, mask_rows=mask_rows, mask_cols=mask_cols, ignore_items=ignore_t,
                                     restore=not fresh_scores)
-        # positions before a list's end hold unmasked items, whose scores are the model's own
-        top_scores = scores.gather(1, items)
         hi = lo + len(block_users)
-        items_out[lo:hi] = items.cpu().numpy()
-        scores_out[lo:hi] = top_scores.float().cpu().numpy()
-        lengths_out[lo:hi] = lengths.cpu().numpy()
+        with one_cpu_thread(dev):  # small (block × k) ops: threads cost more than they save (ranking.py)
+            # positions before a list's end hold unmasked items, whose scores are the model's own
+            scores_out[lo:hi] = scores.gather(1, items).float().cpu().numpy()
+            items_out[lo:hi] = items.cpu().numpy()
+            lengths_out[lo:hi] = lengths.cpu().numpy()
     past_end = np.arange(k)[None, :] >= lengths_out[:, None]
     items_out[past_end] = -1
     scores_out[past_end] = np.nan
