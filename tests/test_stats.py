@@ -100,3 +100,12 @@ def test_groups_are_configs_differing_only_in_the_seed():
     assert group_key(configs[0]) != group_key(configs[2])
     assert differing_keys(configs) == ["model.l2_norm"]
     assert differing_keys([config(0), {**config(0), "training": {"epochs": 3}}]) == ["training.epochs"]
+
+
+def test_what_a_run_keeps_on_disk_does_not_split_a_seed_group():
+    base = {"experiment": {"seed": 0}, "model": {"name": "ease", "l2_norm": 1.0},
+            "evaluation": {"save_recommendations": None}, "run": {"save_model": True, "plot_formats": ["png"]}}
+    other = {"experiment": {"seed": 1}, "model": {"name": "ease", "l2_norm": 1.0},
+             "evaluation": {"save_recommendations": 100}, "run": {"save_model": False, "plot_formats": ["pdf"]}}
+    assert group_key(base) == group_key(other)
+    assert group_key(base) != group_key({**other, "model": {"name": "ease", "l2_norm": 2.0}})

@@ -1,7 +1,7 @@
 """Groups of runs whose configs differ only in the seed, and their summary statistics.
 
 A group's key is its flattened config without the keys that do not change what is computed (the seed
-itself, the experiment's name, folders, data sources, threads and memory budgets: IGNORED). Its
+itself, the experiment's name, folders, data sources, threads, memory budgets and what is saved: IGNORED). Its
 summary of a metric over the group's runs is the mean, the sample standard deviation (ddof 1) and the
 t-based confidence interval of the mean, mean ± t(1 − (1 − level)/2, n − 1) · sd / √n (SciPy's
 Student t quantile). One run has sd and interval NaN.
@@ -22,6 +22,8 @@ SEED_KEY = "experiment.seed"
 IGNORED = (
     SEED_KEY, "experiment.name", "experiment.runs_dir", "data.data_dir", "data.source", "data.md5",
     "data.verify", "device.threads", "device.memory_budget_gb",
+    # what a run keeps on disk, not what it computes
+    "evaluation.save_recommendations", "run.save_model", "run.plot_formats",
 )
 
 
