@@ -44,33 +44,12 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from zipf import ml10m_like_split as synthetic_split  # noqa: E402  (benchmarks/zipf.py, beside this script)
 from recsys_cli.devices import current_rss_bytes, peak_rss_bytes  # noqa: E402  (VmRSS / VmHWM on Linux)
 
 FULL = dict(users=69_878, items=10_681, interactions=8_000_000)
 QUICK = dict(users=8_000, items=2_000, interactions=500_000)
 LAMBDA = 1000.0
-
-
-def synthetic_split(n_users: int, n_items: int, n_interactions: int, seed: int = 0):
-    """(train, test) CSR float32 with disjoint entries; test is a random 20 % of the interactions."""
-    rng = np.random.default_rng(seed)
-    activity = 1.0 + rng.pareto(1.6, n_users) * 3.0  # heavy tail, minimum 1
-    activity = np.maximum(20, activity * n_interactions / activity.sum())
-    activity = np.minimum(activity, 0.6 * n_items).astype(np.int64)
-    rank_weight = 1.0 / (np.arange(1, n_items + 1) + 50.0)  # top item rated by about half the users
-    cdf = np.cumsum(rank_weight[rng.permutation(n_items)])
-    cdf /= cdf[-1]
-    rows = np.repeat(np.arange(n_users, dtype=np.int64), (activity * 1.15).astype(np.int64))
-    cols = np.minimum(np.searchsorted(cdf, rng.random(rows.size)), n_items - 1)
-    keys = np.unique(rows * n_items + cols)  # repeats of a (user, item) pair collapse into one
-    values = (rng.integers(1, 11, keys.size) / 2).astype(np.float32)
-    test = rng.random(keys.size) < 0.2
-
-    def csr(mask):
-        k = keys[mask]
-        return sp.csr_matrix((values[mask], (k // n_items, k % n_items)), shape=(n_users, n_items))
-
-    return csr(~test), csr(test)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from recsys_cli import console
+from recsys_cli import atomic, console
 from recsys_cli.config import Config
 from recsys_cli.devices import (
     configure_tf32,
@@ -57,8 +57,10 @@ def train(config: Config, *, evaluate: bool = False, resume: str | Path | None =
     except ValueError as exc:
         raise RecsysError(str(exc)) from None
     _preflight(config, model_cls)
-    run = _reopen_for_resume(config, resume, model_cls) if resume else RunDirectory.create(config)
+    run, notes = _reopen_for_resume(config, resume, model_cls) if resume else (RunDirectory.create(config), [])
     with run.active(device=None):
+        for note in notes:
+            console.info(note)
         device, dtype = _runtime(config)
         run.update_env(device=describe_device(device), dtype=config.device.dtype, tf32=config.device.tf32)
         console.info(f"experiment {config.experiment.name}: model {model_cls.name}, seed {config.experiment.seed}")
@@ -86,21 +88,49 @@ def _preflight(config: Config, model_cls) -> None:
     resolve_dtype(config.device.dtype, resolve_device(config.device.accelerator, log=False))
 
 
-def _reopen_for_resume(config: Config, resume: str | Path, model_cls) -> RunDirectory:
-    """``--resume RUN_DIR`` continues in the same run directory, with the config it was started with."""
-    from recsys_cli.config import config_hash
+def _reopen_for_resume(config: Config, resume: str | Path, model_cls) -> tuple[RunDirectory, list[str]]:
+    """``--resume RUN_DIR`` continues in the same run directory.
+
+    The config is compared with what the run recorded: the model and training sections of its last
+    checkpoint, the rest from its config.yaml. Keys in ``checkpoint.SAFE_ON_RESUME`` (e.g.
+    ``training.epochs``, to extend a run) may change, and config.yaml is then updated; any other
+    change is refused naming the keys. Returns the run and the lines that say what changed.
+    """
+    from recsys_cli.config import resolved_dict, to_yaml
     from recsys_cli.errors import ConfigError
+    from recsys_cli.training import checkpoint as ckpt
 
     run = RunDirectory.open(resume)
     if not getattr(model_cls, "trainable", False) or model_cls.task != "recommendation":
         raise ConfigError(f"{model_cls.name} has no checkpoints to resume from",
                           hint="start a new run without --resume")
-    if config_hash(run.config()) != config_hash(config):
-        raise ConfigError(f"the config differs from the one {run.path} was started with",
-                          hint=f"resume with the run's own config: recsys train {run.path / 'config.yaml'} "
-                               f"--resume {run.path}")
+    recorded = resolved_dict(run.config())
+    if ckpt.checkpoint_paths(run.path, "last")[0].is_file():
+        _, side = ckpt.load_checkpoint(run.path, "last")
+        for section in ("model", "training"):
+            if isinstance(side.get(section), dict):
+                recorded[section] = side[section]
+    new = resolved_dict(config)
+    allowed, refused = ckpt.resume_changes(recorded, new)
+    if refused:
+        changes = ", ".join(f"{k} ({_short(ckpt.lookup(recorded, k))} → {_short(ckpt.lookup(new, k))})"
+                            for k in refused)
+        raise ConfigError(
+            f"--resume: the config differs from what {run.path} was trained with in {changes}",
+            hint=f"only {', '.join(ckpt.SAFE_ON_RESUME[:5])}, … may change on resume; resume with the run's own "
+                 f"config (recsys train {run.path / 'config.yaml'} --resume {run.path}) or start a new run",
+        )
+    notes = [f"resuming with {key} changed: {_short(ckpt.lookup(recorded, key))} → {_short(ckpt.lookup(new, key))}"
+             for key in allowed]
+    if allowed:
+        atomic.write_text(run.path / "config.yaml", to_yaml(config))
     run.write_status("running", resumed=True)
-    return run
+    return run, notes
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _runtime(config: Config) -> tuple[torch.device, torch.dtype]:
@@ -117,6 +147,39 @@ def run(config: Config, *, hooks: list | None = None) -> RunResult:
     return train(config, evaluate=True, hooks=hooks)
 
 
+@dataclass
+class TrainedRun:
+    """A finished run's directory, config, split and saved recommender, loaded on the config's device."""
+
+    run: RunDirectory
+    config: Config
+    model: Any
+    split: Any
+
+
+def load_trained(run_dir: str | Path, overrides: list[str] | None = None, *, run: RunDirectory | None = None
+                 ) -> TrainedRun:
+    """Open a run directory and load its split (fingerprint checked) and its saved recommender."""
+    run = run or RunDirectory.open(run_dir)
+    config = run.config(overrides)
+    model_cls = get_model_class(config.model.name)
+    if model_cls.task == "classification":
+        raise RecsysError(f"{config.model.name} runs report their metrics during training",
+                          hint=f"read {run.path / 'metrics.csv'}")
+    if not (run.path / "model" / "model.pt").is_file():
+        if not config.run.save_model:
+            raise RecsysError(f"{run.path} has no saved model: it ran with run.save_model: false",
+                              hint="rerun it with --set run.save_model=true to evaluate it again later")
+        raise RecsysError(f"{run.path} has no saved model (model/model.pt)",
+                          hint="the run did not finish fitting; rerun recsys train")
+    from recsys_cli.data import load_split_for_run
+
+    device, dtype = _runtime(config)
+    split_obj = load_split_for_run(run, config)
+    model = _load_model(model_cls, run.path / "model", train=split_obj.train, device=device, dtype=dtype)
+    return TrainedRun(run, config, model, split_obj)
+
+
 def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int] | None = None,
              overrides: list[str] | None = None) -> RunResult:
     """Evaluate a trained run from its saved model, without refitting.
@@ -130,15 +193,8 @@ def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int
     if cutoffs and not overrides:
         from recsys_cli.evaluation.report import metrics_stem, table_cutoffs
 
-        cutoffs = sorted(set(cutoffs) | set(table_cutoffs(run.path / f"{metrics_stem(split or config.evaluation.split)}.csv")))
-    model_cls = get_model_class(config.model.name)
-    if model_cls.task == "classification":
-        raise RecsysError(f"{config.model.name} runs report their metrics during training",
-                          hint=f"read {run.path / 'metrics.csv'}")
-    if not (run.path / "model" / "model.pt").is_file():
-        raise RecsysError(f"{run.path} has no saved model (model/model.pt)",
-                          hint="the run did not finish fitting; rerun recsys train")
-    from recsys_cli.data import load_split_for_run
+        existing = table_cutoffs(run.path / f"{metrics_stem(split or config.evaluation.split)}.csv")
+        cutoffs = sorted(set(cutoffs) | set(existing))
     from recsys_cli.tasks.recommendation import evaluate_model
 
     # keep the original run's phases (fit, split, ...) in timing.json; only "evaluate" is replaced
@@ -154,10 +210,9 @@ def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int
             run.timing.figures[name] = value
 
     with console.tee(run.path / "log.txt"):
-        device, dtype = _runtime(config)
-        split_obj = load_split_for_run(run, config)
-        model = _load_model(model_cls, run.path / "model", train=split_obj.train, device=device, dtype=dtype)
-        result = evaluate_model(config, run, model, split_obj, which=split, cutoffs=cutoffs, overrides=beside)
+        trained = load_trained(run.path, overrides, run=run)
+        result = evaluate_model(trained.config, run, trained.model, trained.split, which=split, cutoffs=cutoffs,
+                                overrides=beside)
         run.write_timing()
     return RunResult(run.path, "succeeded", result)
 

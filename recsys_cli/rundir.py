@@ -30,6 +30,7 @@ from recsys_cli import atomic, console
 from recsys_cli.config import Config, config_hash, load_config, to_yaml
 from recsys_cli.errors import RecsysError, Terminated, disk_full
 from recsys_cli.processes import hostname, pid_alive
+from recsys_cli.redact import redact
 from recsys_cli.timing import Timing
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -77,9 +78,37 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "device": device,
         "git_commit": git_commit(),
-        "command_line": shlex.join(sys.argv) if sys.argv else None,
+        "command_line": redact(shlex.join(sys.argv)) if sys.argv else None,
         "cwd": os.getcwd(),
     }
+
+
+def dataset_tag(dataset: str) -> str:
+    """A short data set label for run names: movielens-100k → ml100k, synthetic → synthetic."""
+    return dataset.replace("movielens-", "ml")
+
+
+def run_label(config: Config) -> str:
+    """The run name's middle part: the experiment name, then the model and data set it actually used.
+
+    Each is added only when the name does not already say it, so ``name: ease`` with
+    ``--set data.dataset=movielens-100k`` gives ``ease-ml100k``, and a name that hard-codes a data set
+    another --set replaced cannot mislead (``ease-ml10m`` run on ML-100K reads ``ease-ml10m-ml100k``).
+    """
+    from recsys_cli.models.registry import get_model_class
+
+    default_name = type(config.experiment).model_fields["name"].default
+    parts = [] if config.experiment.name == default_name else [config.experiment.name]
+    if config.model.name not in config.experiment.name:
+        parts.append(config.model.name)
+    try:
+        uses_data = get_model_class(config.model.name).task == "recommendation"
+    except ValueError:
+        uses_data = True
+    tag = dataset_tag(config.data.dataset)
+    if uses_data and tag not in config.experiment.name.split("-"):
+        parts.append(tag)
+    return "-".join(parts)
 
 
 class RunDirectory:
@@ -94,7 +123,7 @@ class RunDirectory:
     def create(cls, config: Config, *, runs_dir: Path | None = None) -> RunDirectory:
         runs_dir = Path(runs_dir or config.experiment.runs_dir)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        base = f"{stamp}-{config.experiment.name}-{config_hash(config)}"
+        base = f"{stamp}-{run_label(config)}-{config_hash(config)}"
         runs_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(1000):
             name = base if attempt == 0 else f"{base}-{attempt + 1}"
@@ -161,9 +190,10 @@ class RunDirectory:
 
     def status(self) -> dict[str, Any]:
         try:
-            return json.loads((self.path / "status.json").read_text())
+            data = json.loads((self.path / "status.json").read_text())
         except (OSError, json.JSONDecodeError):
             return {"status": "unknown"}
+        return data if isinstance(data, dict) else {"status": "unknown"}  # valid JSON, but not an object
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic.write_json(self.path / name, obj)

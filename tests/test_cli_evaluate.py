@@ -116,7 +116,7 @@ def test_a_failed_metrics_write_leaves_the_previous_files_whole(fixed_runs, monk
 
     run = fixed_runs()
     assert runner.invoke(app, ["evaluate", str(run)]).exit_code == 0
-    names = ("metrics.csv", "metrics.json", "metrics.md")
+    names = ("metrics.csv", "metrics.json", "metrics.md", "per-user.parquet")
     old = {name: (run / name).read_bytes() for name in names}
     before = sorted(p.name for p in run.iterdir())
 
@@ -194,7 +194,7 @@ def test_bad_run_directories_exit_2(fixed_runs, tmp_path):
     no_model = runner.invoke(app, ["evaluate", str(unfitted)])
     assert no_model.exit_code == 2 and "has no saved model" in no_model.stderr
     bad_split = runner.invoke(app, ["evaluate", str(unfitted), "--split", "train"])
-    assert bad_split.exit_code == 2 and "--split val or --split test" in bad_split.stderr
+    assert bad_split.exit_code == 2 and "'train' is not one of 'val'," in bad_split.output
     bad_cutoffs = runner.invoke(app, ["evaluate", str(unfitted), "--cutoffs", "a,b"])
     assert bad_cutoffs.exit_code == 2 and "comma-separated" in bad_cutoffs.stderr
 
@@ -215,11 +215,12 @@ def test_compare_builds_a_sorted_leaderboard(fixed_runs, runs_dir, tmp_path, mon
     worse = fixed_runs("worse", scale=-1.0)
     for run in (good, worse):
         assert runner.invoke(app, ["evaluate", str(run)]).exit_code == 0
-    unevaluated = fixed_runs("unevaluated")
+    unevaluated = fixed_runs("unevaluated", scale=2.0)
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["compare", str(runs_dir / "*"), "--metrics", "NDCG@3,precision@1", "--json"])
     assert result.exit_code == 0, result.stderr
-    rows = json.loads(result.stdout)
+    out = json.loads(result.stdout)
+    rows = out["rows"]
     assert [r["run"] for r in rows] == [good.name, worse.name, unevaluated.name]  # best first, blanks last
     assert rows[0]["NDCG@3"] == pytest.approx(EXPECTED_3["NDCG"])
     assert rows[0]["PRECISION@1"] == pytest.approx(0.5)
@@ -227,14 +228,15 @@ def test_compare_builds_a_sorted_leaderboard(fixed_runs, runs_dir, tmp_path, mon
     assert rows[0]["model"] == MODEL and rows[0]["dataset"] == "synthetic"
     assert rows[0]["fingerprint"] == "f1ngerpr1nt0" and rows[0]["fit_s"] == 1.5
     assert rows[0]["evaluate_s"] > 0
-    table = pd.read_csv(tmp_path / "compare.csv")
-    assert list(table.columns) == ["run", "model", "dataset", "split", "fingerprint", "status", "NDCG@3",
-                                   "PRECISION@1", "fit_s", "evaluate_s"]
-    assert "| run | model |" in (tmp_path / "compare.md").read_text()
-    out = runner.invoke(app, ["compare", str(good), str(good), "--output", str(tmp_path / "lb" / "board.csv")])
+    assert [r["model.scale"] for r in rows] == [1.0, -1.0, 2.0]  # the hyperparameter that differs
+    written = Path(out["files"][0])
+    assert written.parent == runs_dir and written.suffix == ".csv"  # into the runs folder by default
+    table = pd.read_csv(written)
+    assert list(table.columns) == ["run", "model", "dataset", "split", "fingerprint", "status", "model.scale",
+                                   "NDCG@3", "PRECISION@1", "fit_s", "evaluate_s"]
+    out = runner.invoke(app, ["compare", str(good), str(good), "--output", str(tmp_path / "lb" / "board.md")])
     assert out.exit_code == 0
-    assert len(pd.read_csv(tmp_path / "lb" / "board.csv")) == 1  # the same run twice is listed once
-    assert (tmp_path / "lb" / "board.md").is_file()
+    assert (tmp_path / "lb" / "board.md").read_text().count(good.name) == 1  # the same run twice is listed once
 
 
 def test_compare_default_metrics_and_errors(fixed_runs, tmp_path, monkeypatch):
@@ -243,7 +245,7 @@ def test_compare_default_metrics_and_errors(fixed_runs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["compare", str(run), "--json"])
     assert result.exit_code == 0
-    assert {"PRECISION@10", "RECALL@10", "MAP@10", "NDCG@10"} <= set(json.loads(result.stdout)[0])
+    assert {"PRECISION@10", "RECALL@10", "MAP@10", "NDCG@10"} <= set(json.loads(result.stdout)["rows"][0])
     for args, message in [
         (["compare", str(tmp_path / "missing")], "does not exist"),
         (["compare", str(tmp_path / "nothing-*")], "no run directory matches"),
@@ -275,5 +277,5 @@ def test_end_to_end_run_then_evaluate_then_compare(tmp_path, monkeypatch, runs_d
     monkeypatch.chdir(tmp_path)
     board = runner.invoke(app, ["compare", str(run_dir), "--json"])
     assert board.exit_code == 0
-    row = json.loads(board.stdout)[0]
+    row = json.loads(board.stdout)["rows"][0]
     assert row["model"] == "toppop" and row["NDCG@10"] == pytest.approx(ndcg) and len(row["fingerprint"]) > 0

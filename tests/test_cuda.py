@@ -174,3 +174,18 @@ def test_cli_run_on_cuda_end_to_end(config, runs_dir):
     env = json.loads((run_dir / "env.json").read_text())
     assert "cuda" in json.dumps(env["device"]).lower()
     assert json.loads((run_dir / "status.json").read_text())["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_ials_on_cuda_equals_the_cpu_fit(solver):
+    from recsys_cli.models.ials import IALS, IALSConfig
+
+    rng = np.random.default_rng(21)
+    R = sp.csr_matrix(np.where(rng.random((200, 120)) < 0.1, rng.integers(1, 6, (200, 120)), 0).astype(np.float64))
+    scores = {}
+    for device in (CPU, CUDA):
+        model = IALS(IALSConfig(num_factors=8, solver=solver), device=device, dtype=torch.float64, seed=5)
+        training = TrainingConfig(epochs=4, early_stopping=EarlyStoppingConfig(enabled=False))
+        model.fit(R, FitContext(device=device, dtype=torch.float64, seed=5, training=training))
+        scores[device.type] = model.score(torch.arange(200)).cpu()
+    torch.testing.assert_close(scores["cuda"], scores["cpu"], rtol=1e-7, atol=1e-9)

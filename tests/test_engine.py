@@ -46,6 +46,19 @@ def _mean_validation_score(model, train, validation) -> float:
     return float(scores[coo.row, coo.col].mean())
 
 
+def interrupting_at(call: int):
+    """An evaluator that is Ctrl-C'd at its ``call``-th validation and is the stand-in before."""
+    calls = {"n": 0}
+
+    def evaluator(model, train, validation):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return _mean_validation_score(model, train, validation)
+
+    return evaluator
+
+
 def _models():
     return [
         lambda: TwoTower(TwoTowerConfig(layers=[8, 4]), device=CPU, dtype=torch.float32, seed=3),
@@ -61,18 +74,10 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, make):
     Trainer(full, _ctx(tmp_path / "a", early_stopping={"enabled": False}),
             evaluator=_mean_validation_score).fit(train)
 
-    calls = {"n": 0}
-
-    def interrupt_in_third(model, tr, val):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return _mean_validation_score(model, tr, val)
-
     first = make()
     with pytest.raises(KeyboardInterrupt):
         Trainer(first, _ctx(tmp_path / "b", early_stopping={"enabled": False}),
-                evaluator=interrupt_in_third).fit(train)
+                evaluator=interrupting_at(3)).fit(train)
     side = json.loads(checkpoint_paths(tmp_path / "b", "last")[1].read_text())
     assert side["epoch"] == 2 and not side["finished"]
 
@@ -99,7 +104,7 @@ def test_early_stopping_restores_the_best_epoch(tmp_path):
     assert model.best_epoch == 2 and model.epochs_trained == 4
     best = torch.load(checkpoint_paths(tmp_path, "best")[0], weights_only=True)["model"]
     last = torch.load(checkpoint_paths(tmp_path, "last")[0], weights_only=True)
-    assert set(last) == {"model", "optimizer", "scaler"}
+    assert set(last) == {"model", "optimizer", "scaler", "sidecar"}
     assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
     assert not torch.equal(last["model"]["user_emb.weight"], best["user_emb.weight"])
     assert json.loads(checkpoint_paths(tmp_path, "best")[1].read_text())["best_epoch"] == 2
@@ -115,7 +120,9 @@ def test_min_delta_counts_small_gains_as_no_improvement():
     assert model.best_epoch == 1 and model.epochs_trained == 3
 
 
-def test_a_nan_loss_fails_naming_epoch_and_batch():
+@pytest.mark.parametrize(("every", "where"), [(1, "batch 2 (step {s2})"), (4, "batches 1–4 (steps {s1}–{s4})")])
+def test_a_nan_loss_fails_naming_epoch_and_batches(every, where):
+    # the loss is read back every `every` steps: the message names the batches since the last read-back
     train, _ = _data()
 
     class Exploding(TwoTower):
@@ -126,8 +133,11 @@ def test_a_nan_loss_fails_naming_epoch_and_batch():
             return loss * float("nan") if self.calls == per_epoch + 2 else loss  # epoch 2, batch 2
 
     model = Exploding(TwoTowerConfig(layers=[8, 4]), device=CPU, dtype=torch.float32, seed=3)
-    with pytest.raises(RunFailed, match=r"became nan at epoch 2, batch 2 — lower training.learning_rate") as err:
-        Trainer(model, _ctx(None), evaluator=_mean_validation_score).fit(train)
+    with pytest.raises(RunFailed) as err:
+        Trainer(model, _ctx(None), evaluator=_mean_validation_score, loss_readback_every=every).fit(train)
+    n = model.num_batches(train)
+    where = where.format(s1=n + 1, s2=n + 2, s4=n + 4)
+    assert str(err.value).startswith(f"training loss became nan at epoch 2, {where} — lower training.learning_rate")
     assert err.value.exit_code == 1
 
 
@@ -160,7 +170,7 @@ def test_same_seed_same_weights():
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
-@pytest.mark.parametrize("config", ["dae.yaml", "two-tower-1.yaml", "two-tower-2.yaml"])
+@pytest.mark.parametrize("config", ["dae.yaml", "multvae.yaml", "two-tower-1.yaml", "two-tower-2.yaml"])
 def test_recsys_run_end_to_end_on_synthetic(config):
     from recsys_cli import experiment
     from recsys_cli.config import load_config

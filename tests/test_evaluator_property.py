@@ -162,7 +162,8 @@ def assert_tables_match(result, expected, tol=1e-9):
                 assert got == pytest.approx(want, rel=tol, abs=tol), (k, name, got, want)
 
 
-SPECIAL = [math.inf, -math.inf, math.nan]
+# -inf is how a model excludes an item; NaN and +inf scores are refused (test below), not ranked
+SPECIAL = [-math.inf]
 
 
 @st.composite
@@ -178,7 +179,7 @@ def problems(draw):
 
     train = matrix(draw(st.sampled_from([0.0, 0.2, 0.5])))
     test = matrix(draw(st.sampled_from([0.1, 0.3, 0.6])))
-    # few distinct score values (ties everywhere) or continuous ones; sometimes ±inf / NaN
+    # few distinct score values (ties everywhere) or continuous ones; sometimes -inf
     if draw(st.booleans()):
         scores = rng.integers(0, draw(st.integers(1, 4)), size=(n_users, n_items)).astype(np.float64)
     else:
@@ -227,3 +228,18 @@ def test_low_precision_scores_rank_like_their_float64_values(seed, dtype):
     low = evaluate(lambda u: torch.from_numpy(scores[u.numpy()]).to(dtype), train, test, [3, 5], progress=False)
     expected = reference(scores, train, test, [3, 5])
     assert_tables_match(low, expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([math.nan, math.inf]), st.integers(1, 4))
+def test_nan_or_plus_inf_scores_fail_the_evaluation_naming_the_first_one(seed, bad, block_size):
+    from recsys_cli.errors import RunFailed
+
+    rng = np.random.default_rng(seed)
+    scores = rng.standard_normal((6, 8))
+    user, item = int(rng.integers(0, 6)), int(rng.integers(0, 8))
+    scores[user, item] = bad
+    test = sp.csr_matrix(np.ones((6, 8)))
+    with pytest.raises(RunFailed, match=f"for user {user}, item {item}"):
+        evaluate(lambda u: torch.from_numpy(scores[u.numpy()]), sp.csr_matrix((6, 8)), test, [3],
+                 block_size=block_size, progress=False)

@@ -243,7 +243,7 @@ def bench_dtype(config: Config, *, dtypes: list[str] | None = None, repeats: int
         result = BenchResult(run.path, device.type, variants, attempts, rows, metric_names, fingerprint, skipped)
         what = config.model.name if config.experiment.name == config.model.name else \
             f"{config.experiment.name} ({config.model.name})"
-        report.write_all(result, title=f"{what} on {describe_device(device)}")
+        report.write_all(result, title=f"{what} on {describe_device(device)}", formats=config.run.plot_formats)
         report.print_table(result)
         if rows and all(row["status"] in ("failed", "timeout") for row in rows):
             raise RunFailed("every dtype failed", hint=f"see the worker logs in {run.path / 'logs'}")

@@ -63,6 +63,8 @@ def summarise(variants: list[Variant], attempts: list[dict[str, Any]], skipped: 
         mem = [a.get("peak_memory_bytes") for a in measured if a.get("peak_memory_bytes") is not None]
         row["peak_memory_bytes_median"] = int(statistics.median(mem)) if mem else None
         row["peak_memory_bytes_max"] = max(mem) if mem else None
+        base_rss = [a.get("rss_after_import_bytes") for a in measured if a.get("rss_after_import_bytes") is not None]
+        row["rss_after_import_bytes_median"] = int(statistics.median(base_rss)) if base_rss else None
         row["memory_kind"] = next((a.get("memory_kind") for a in measured if a.get("memory_kind")), None)
         computed = sorted({a["computed_as"] for a in measured if a.get("computed_as")} - {v.dtype})
         row["computed_as"] = ",".join(computed) or None
@@ -150,6 +152,20 @@ def notes(result: BenchResult) -> list[str]:
 
 
 def print_table(result: BenchResult) -> None:
+    out = console.console
+    if not out.is_terminal:
+        from rich.console import Console
+
+        # Logs and pipes get the whole table instead of an 80-column squeeze.
+        out = Console(stderr=True, width=250, highlight=False)
+    out.print(table_of(result))
+    for line in notes(result):
+        console.info(line)
+    console.info(f"report: {result.run_dir / 'bench_dtype.md'} (also .csv, .png, .json)")
+
+
+def table_of(result: BenchResult):
+    """The terminal table (a rich Table)."""
     from rich.table import Table
 
     header, body = display_rows(result)
@@ -158,21 +174,17 @@ def print_table(result: BenchResult) -> None:
     repeats = result.rows[0]["repeats"] if result.rows else 0
     table = Table(title=escape(f"bench-dtype on {result.device}: median [min–max] of {repeats} repeat(s); "
                                "Δ = difference from float32"))
+    # At 80 columns the figures wrap inside their cells; the dtype names never shrink or wrap.
+    widths = [max(len(name), *(len(cells[0]) for cells in body)) if body else len(name) for name in header[:1]]
     for i, name in enumerate(header):
-        table.add_column(escape(name), justify="left" if i < 2 else "right", no_wrap=True)
+        if i == 0:
+            table.add_column(escape(name), justify="left", no_wrap=True, min_width=widths[0])
+        else:
+            table.add_column(escape(name), justify="left" if i < 2 else "right", overflow="fold")
     style = {"ok": None, "unsupported": "dim", "failed": "red", "timeout": "red", "nan": "yellow"}
     for row, cells in zip(result.rows, body):
         table.add_row(*(escape(c) for c in cells), style=style.get(row["status"], "yellow"))
-    out = console.console
-    if not out.is_terminal:
-        from rich.console import Console
-
-        # Logs and pipes get the whole table instead of an 80-column squeeze.
-        out = Console(stderr=True, width=250, highlight=False)
-    out.print(table)
-    for line in notes(result):
-        console.info(line)
-    console.info(f"report: {result.run_dir / 'bench_dtype.md'} (also .csv, .png, .json)")
+    return table
 
 
 def markdown(result: BenchResult, title: str) -> str:
@@ -199,7 +211,7 @@ REPEAT_COLUMNS = ["variant", "dtype", "tf32", "repeat", "status", "reason", "com
                   "rss_after_import_bytes", "split_fingerprint", "run_dir", "log"]
 
 
-def write_all(result: BenchResult, *, title: str) -> None:
+def write_all(result: BenchResult, *, title: str, formats: tuple[str, ...] | list[str] = ("png",)) -> None:
     import pandas as pd
 
     run_dir = result.run_dir
@@ -214,7 +226,7 @@ def write_all(result: BenchResult, *, title: str) -> None:
         pd.DataFrame(flat, columns=REPEAT_COLUMNS + result.metrics).to_csv(tmp, index=False)
     atomic.write_text(run_dir / "bench_dtype.md", markdown(result, title))
     atomic.write_json(run_dir / "bench_dtype.json", as_json(result))
-    plot(result, title)
+    plot(result, title, formats)
 
 
 def _strict(obj: Any) -> Any:
@@ -234,12 +246,28 @@ def as_json(result: BenchResult) -> dict[str, Any]:
                     "rows": result.rows, "repeats": result.repeats})
 
 
-def plot(result: BenchResult, title: str) -> None:
-    """Median fit + evaluate time per dtype (min–max whiskers), the first metric's Δ written on each bar."""
+def memory_above_import_mib(row: dict[str, Any]) -> float | None:
+    """Peak memory the work itself took: on the CPU, peak RSS minus the RSS right after the imports.
+
+    Process RSS starts at several hundred MiB of torch and NumPy code; subtracting it makes dtypes
+    comparable (a float16 model that halves the data shows as half). CUDA/MPS counters start at zero.
+    """
+    peak = row.get("peak_memory_bytes_median")
+    if peak is None:
+        return None
+    base = row.get("rss_after_import_bytes_median") if row.get("memory_kind") in (None, "rss") else 0
+    return max(peak - (base or 0), 0) / 2**20
+
+
+def plot(result: BenchResult, title: str, formats: tuple[str, ...] | list[str] = ("png",)) -> None:
+    """Three panels: median fit + evaluate time per dtype (min–max whiskers, the first metric's Δ on
+    each bar), peak memory above the import baseline, and the first metric against total time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from recsys_cli.training.curves import save_figure
 
     rows = result.rows
     labels = [r["variant"] for r in rows]
@@ -248,11 +276,11 @@ def plot(result: BenchResult, title: str) -> None:
     total = [r["total_s_median"] or 0.0 for r in rows]  # the table's figure (a median of sums)
     lo = [max(t - (r["total_s_min"] if r["total_s_min"] is not None else t), 0.0) for t, r in zip(total, rows)]
     hi = [max((r["total_s_max"] if r["total_s_max"] is not None else t) - t, 0.0) for t, r in zip(total, rows)]
-    mem = [(r["peak_memory_bytes_median"] or 0) / 2**20 for r in rows]
+    mem = [memory_above_import_mib(r) for r in rows]
     primary = result.metrics[0] if result.metrics else None
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(max(8.0, 2.2 * len(rows) + 4), 4.8),
-                                     gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax_t, ax_m, ax_a) = plt.subplots(1, 3, figsize=(max(11.0, 2.2 * len(rows) + 7), 4.8),
+                                           gridspec_kw={"width_ratios": [3, 2, 2]})
     x = list(range(len(rows)))
     ax_t.bar(x, fit, color="#4C72B0", label="fit")
     ax_t.bar(x, ev, bottom=fit, color="#DD8452", label="evaluate")
@@ -275,17 +303,28 @@ def plot(result: BenchResult, title: str) -> None:
     ax_t.set_ylabel("seconds (median of repeats)")
     ax_t.set_title("time per dtype")
     ax_t.legend(loc="upper left", fontsize=8)
+
     kind = next((r["memory_kind"] for r in rows if r["memory_kind"]), "rss")
-    ax_m.bar(x, mem, color="#55A868")
-    for i, (m, row) in enumerate(zip(mem, rows)):
-        if row["peak_memory_bytes_median"] is not None:
+    ax_m.bar(x, [m or 0.0 for m in mem], color="#55A868")
+    for i, m in enumerate(mem):
+        if m is not None:
             ax_m.text(i, m, f"{m:.0f}", ha="center", va="bottom", fontsize=8)
     ax_m.set_xticks(x, labels, rotation=20)
-    ax_m.set_ylabel({"rss": "peak RSS (MiB)", "cuda_allocated": "peak CUDA allocated (MiB)",
-                     "mps_driver": "peak MPS allocated (MiB)"}[kind])
+    ax_m.set_ylabel({"rss": "peak RSS above the import baseline (MiB)", "cuda_allocated": "peak CUDA allocated (MiB)",
+                     "mps_driver": "peak MPS allocated (MiB)"}[kind], fontsize=8)
     ax_m.set_title("peak memory")
+
+    points = [(t, r[primary], r["variant"]) for t, r in zip(total, rows)
+              if primary is not None and r["total_s_median"] is not None and r.get(primary) is not None]
+    for t, value, label in points:
+        ax_a.scatter(t, value, color="#8172B2")
+        ax_a.annotate(label, (t, value), xytext=(4, 3), textcoords="offset points", fontsize=8)
+    ax_a.set_xlabel("total seconds (median)")
+    ax_a.set_ylabel(primary or "metric")
+    ax_a.set_title("accuracy against time")
+    if not points:
+        ax_a.text(0.5, 0.5, "no metric measured", ha="center", va="center", transform=ax_a.transAxes)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic.atomic_path(result.run_dir / "bench_dtype.png", suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120)
+    save_figure(fig, result.run_dir / "bench_dtype.png", formats)
     plt.close(fig)

@@ -1,18 +1,34 @@
-"""The `recsys` command: a thin Typer layer over the Python API."""
+"""The `recsys` command: a thin Typer layer over the Python API.
+
+Command modules import nothing heavy at module level (torch, numpy, the data code): `recsys --help`
+and shell completion must answer in well under a second, so each command imports what it needs
+when it runs.
+"""
 
 from __future__ import annotations
 
 import typer
 
 from recsys_cli import __version__
-from recsys_cli.cli import config_cmds, info_cmd, run_cmds
+from recsys_cli.cli import (
+    bench_cmd,
+    config_cmds,
+    data_cmds,
+    eval_cmds,
+    export_cmd,
+    info_cmd,
+    recommend_cmd,
+    run_cmds,
+    tune_cmds,
+)
+from recsys_cli.cli.common import literal_help
 
 app = typer.Typer(
     name="recsys",
     help="Experiment runner for recommender-systems research: download, split, train, evaluate, benchmark.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -30,19 +46,26 @@ def _root(
     """Experiment runner for recommender-systems research."""
 
 
-def _register() -> None:
-    from recsys_cli.cli import bench_cmd, data_cmds, eval_cmds
+def command(name: str, func, target: typer.Typer = app) -> None:
+    target.command(name)(literal_help(func))
 
-    app.command("download")(data_cmds.download)
-    app.command("split")(data_cmds.split)
-    app.command("train")(run_cmds.train)
-    app.command("evaluate")(eval_cmds.evaluate)
-    app.command("run")(run_cmds.run)
-    app.command("compare")(eval_cmds.compare)
-    app.command("bench-dtype")(bench_cmd.bench_dtype)
+
+def _register() -> None:
+    command("download", data_cmds.download)
+    command("split", data_cmds.split)
+    command("train", run_cmds.train)
+    command("evaluate", eval_cmds.evaluate)
+    command("run", run_cmds.run)
+    command("compare", eval_cmds.compare)
+    command("recommend", recommend_cmd.recommend)
+    command("mlflow", export_cmd.mlflow, export_cmd.app)
+    app.add_typer(export_cmd.app, name="export")
+    command("bench-dtype", bench_cmd.bench_dtype)
     app.add_typer(config_cmds.app, name="config")
-    app.command("info")(info_cmd.info)
-    app.command("models")(info_cmd.models)
+    command("info", info_cmd.info)
+    command("models", info_cmd.models)
+    command("tune", tune_cmds.tune)
+    command("sweep", tune_cmds.sweep)
 
 
 _register()

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from recsys_cli import console
 from recsys_cli.config import Config, load_config
@@ -20,14 +23,31 @@ from recsys_cli.errors import RecsysError, Terminated, disk_full
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+class HeldOut(str, Enum):
+    """Choices of --split (Typer shows them in --help and refuses anything else with exit 2)."""
+
+    val = "val"
+    test = "test"
+
+
+class Accelerator(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
 SET_HELP = (
     "Override one config key, typed by the schema: --set section.key=value (repeatable), "
-    "e.g. --set training.epochs=5 --set evaluation.cutoffs=[5,10]."
+    "e.g. --set training.epochs=5 --set evaluation.cutoffs=5,10 (a list: comma-separated, or quoted '[5,10]')."
 )
 SetOption = typer.Option([], "--set", "-s", help=SET_HELP, metavar="KEY=VALUE")
 ConfigArgument = typer.Argument(..., help="Experiment config (YAML).", metavar="CONFIG")
 JsonOption = typer.Option(False, "--json", help="Also print the machine-readable result as JSON on stdout.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="Print only warnings and errors on stderr.")
+VerboseOption = typer.Option(
+    False, "--verbose", "-v", help="Also print details on stderr: data statistics, per-epoch lines, phase timings."
+)
 
 
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # the shell's 128 + signal number
@@ -76,6 +96,26 @@ def handle_errors(func: F) -> F:
                 signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+_escaped: set[int] = set()
+
+
+def literal_help(func):
+    """Escape square brackets in a command's docstring and its options' help texts.
+
+    Typer renders help through rich markup, which silently drops text such as ``[min–max]`` or
+    ``[-seed<seed>]``; our help texts mean their brackets literally. Option objects shared between
+    commands (``--set``) are escaped once.
+    """
+    if func.__doc__:
+        func.__doc__ = escape(inspect.cleandoc(func.__doc__))
+    for parameter in inspect.signature(func).parameters.values():
+        info = parameter.default
+        if getattr(info, "help", None) and id(info) not in _escaped:
+            _escaped.add(id(info))
+            info.help = escape(info.help)
+    return func
 
 
 def load(config: Path, overrides: list[str]) -> Config:

@@ -7,16 +7,20 @@ from pathlib import Path
 import typer
 
 from recsys_cli import console
-from recsys_cli.cli.common import ConfigArgument, JsonOption, SetOption, handle_errors, load, print_json
+from recsys_cli.cli.common import ConfigArgument, JsonOption, SetOption, handle_errors, literal_help, load, print_json
 from recsys_cli.config import config_hash, resolved_dict, to_yaml
 
 app = typer.Typer(help="Inspect and check experiment configs.", no_args_is_help=True)
 
 
 @app.command("show")
+@literal_help
 @handle_errors
 def show(config: Path = ConfigArgument, overrides: list[str] = SetOption, as_json: bool = JsonOption) -> None:
-    """Print the fully resolved config (every default filled in, overrides applied) on stdout."""
+    """Print the fully resolved config (every default filled in, overrides applied) on stdout.
+
+    Example: recsys config show configs/ease.yaml --set model.l2_norm=500
+    """
     cfg = load(config, overrides)
     if as_json:
         print_json(resolved_dict(cfg))
@@ -25,8 +29,12 @@ def show(config: Path = ConfigArgument, overrides: list[str] = SetOption, as_jso
 
 
 @app.command("validate")
+@literal_help
 @handle_errors
 def validate(config: Path = ConfigArgument, overrides: list[str] = SetOption) -> None:
-    """Check a config without running anything: exit 0 if valid, 2 with the problem otherwise."""
+    """Check a config without running anything: exit 0 if valid, 2 with the problem otherwise.
+
+    Example: recsys config validate configs/dae.yaml
+    """
     cfg = load(config, overrides)
     console.success(f"{config}: valid (model {cfg.model.name}, data set {cfg.data.dataset}, hash {config_hash(cfg)})")

@@ -38,6 +38,8 @@ def download(
     the parsed matrices go to DATA_DIR/NAME/ with a manifest.json of sha256 checksums. The mirror base
     URL can be changed with RECSYS_MOVIELENS_BASE_URL; retries with RECSYS_DOWNLOAD_RETRIES and
     RECSYS_DOWNLOAD_BACKOFF (seconds).
+
+    Example: recsys download movielens-100k --source ~/Downloads/ml-100k.zip
     """
     import os
 
@@ -74,15 +76,17 @@ def split(
     random or latest), temporal (global time cut), import. Splits are saved under
     DATA_DIR/splits/<dataset>-<protocol>-<params>[-seed<seed>]/ (no seed for temporal and import,
     which do not use it) and reused when identical.
+
+    Example: recsys split configs/ease.yaml --set data.split.protocol=leave-k-out
     """
-    from recsys_cli.data import get_split, load_dataset
+    from recsys_cli.data import get_split, load_dataset, split_seed
 
     extra = list(overrides)
     if import_dir is not None:
         extra += ["data.split.protocol=import", f"data.split.import_dir={import_dir}"]
     cfg = load(config, extra)
-    dataset = load_dataset(cfg.data, seed=cfg.experiment.seed)
-    result = get_split(dataset, cfg.data, seed=cfg.experiment.seed)
+    dataset = load_dataset(cfg.data, seed=split_seed(cfg))
+    result = get_split(dataset, cfg.data, seed=split_seed(cfg))
     sizes = result.manifest.get("sizes", {})
     console.success(
         f"split {result.manifest.get('params', {}).get('protocol')}: train {sizes.get('train')}, "

@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
 
-from recsys_cli import console, experiment
-from recsys_cli.cli.common import JsonOption, QuietOption, SetOption, handle_errors, parse_cutoffs, print_json
+from recsys_cli import console
+from recsys_cli.cli.common import HeldOut, JsonOption, QuietOption, SetOption, VerboseOption, handle_errors, parse_cutoffs, print_json
 from recsys_cli.errors import ConfigError, RunFailed
+
+
+class PairedTest(str, Enum):
+    """Choices of compare --test (evaluation/stats.py)."""
+
+    wilcoxon = "wilcoxon"
+    ttest = "ttest"
+    bootstrap = "bootstrap"
+
+
+class Correction(str, Enum):
+    holm = "holm"
+    bonferroni = "bonferroni"
+    none = "none"
+
+
+class TableFormat(str, Enum):
+    csv = "csv"
+    md = "md"
+    latex = "latex"
 
 
 @handle_errors
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory made by recsys train/run (or runs/latest)."),
-    split: str | None = typer.Option(
-        None, "--split", help="Held-out part to evaluate on: val or test (default: the config's evaluation.split)."
+    split: HeldOut | None = typer.Option(
+        None, "--split",
+        help="Held-out part to evaluate on (default: the config's evaluation.split).",
     ),
     cutoffs: str | None = typer.Option(
         None, "--cutoffs", help="Comma-separated cutoffs, e.g. 5,10,20 (default: the config's evaluation.cutoffs)."
@@ -27,6 +49,7 @@ def evaluate(
     overrides: list[str] = SetOption,
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Evaluate a trained run from its saved model, without refitting.
 
@@ -35,12 +58,13 @@ def evaluate(
     all 27 columns. --cutoffs adds cutoffs to that table (its other rows stay); with --set the
     files go beside it, to RUN_DIR/evaluations/metrics-<split>-k<cutoffs>-set-<hash>.*, recording
     the overrides.
+
+    Example: recsys evaluate runs/latest --cutoffs 5,10,20 --assert "NDCG@10>=0.25"
     """
+    from recsys_cli import experiment
     from recsys_cli.evaluation.report import parse_assertion
 
-    console.set_quiet(quiet)
-    if split is not None and split not in ("val", "test"):
-        raise ConfigError(f"--split {split!r} is not a held-out part", hint="use --split val or --split test")
+    console.set_verbosity(quiet=quiet, verbose=verbose)
     checks = [parse_assertion(text) for text in assertions]
     wanted = parse_cutoffs(cutoffs)
     if checks:
@@ -56,7 +80,7 @@ def evaluate(
 
             configured = RunDirectory.open(run_dir).config(overrides).evaluation.cutoffs
             wanted = sorted(set(configured) | set(needed))
-    result = experiment.evaluate(run_dir, split=split, cutoffs=wanted, overrides=overrides)
+    result = experiment.evaluate(run_dir, split=split.value if split else None, cutoffs=wanted, overrides=overrides)
     evaluation = result.metrics
     console.success(f"metrics written to {evaluation.extra.get('metrics_file', result.run_dir)}")
 
@@ -90,35 +114,59 @@ def compare(
         None, "--metrics",
         help="Comma-separated columns, e.g. NDCG@10,PRECISION@10 (default: PRECISION, RECALL, MAP, NDCG at 10).",
     ),
-    output: Path = typer.Option(
-        Path("compare.csv"), "--output", "-o", help="Leaderboard CSV to write; a Markdown copy goes beside it (.md)."
+    baseline: Path | None = typer.Option(
+        None, "--baseline", help="Test every other run (or seed group) against this run, paired over users."
     ),
+    test: PairedTest = typer.Option(PairedTest.wilcoxon, "--test", help="Paired test: wilcoxon, ttest or bootstrap."),
+    correction: Correction = typer.Option(
+        Correction.holm, "--correction", help="Multiple-testing correction over all the table's tests: holm, bonferroni or none."
+    ),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level (after the correction)."),
+    fmt: TableFormat | None = typer.Option(
+        None, "--format", help="File format: csv, md or latex (default: from --output's extension, else csv)."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="File to write (default: a new compare-<UTC time> file in the runs' folder)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --output file."),
+    keep_all: bool = typer.Option(False, "--all", help="Keep failed, interrupted and benchmark runs."),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
+    verbose: bool = VerboseOption,
 ) -> None:
-    """Leaderboard of several runs: model, data set, split fingerprint, metrics, fit and evaluation time.
+    """Compare runs: one row per run or seed group (mean ± sd), the hyperparameters that differ, and
+    with --baseline paired significance tests per user.
 
     Sorted by the first metric, best first. Reads each run's metrics.csv (or metrics-val.csv),
-    env.json and timing.json; writes compare.csv and compare.md.
-    """
-    from recsys_cli.evaluation.compare import (
-        expand_run_dirs,
-        leaderboard,
-        parse_metric_specs,
-        print_leaderboard,
-        write_leaderboard,
-    )
+    per-user.parquet (for the tests), config.yaml, env.json, timing.json and status.json.
 
-    console.set_quiet(quiet)
+    Example: recsys compare 'runs/*' --baseline runs/BASE --format latex
+    """
+    from recsys_cli.evaluation import compare_tables
+    from recsys_cli.evaluation.compare import compare as compare_runs
+    from recsys_cli.evaluation.compare import expand_run_dirs, parse_metric_specs
+    from recsys_cli.rundir import RunDirectory
+
+    console.set_verbosity(quiet=quiet, verbose=verbose)
     specs = parse_metric_specs(metrics)
+    file_format = compare_tables.resolve_format(fmt.value if fmt else None, output)
     runs = expand_run_dirs(run_dirs)
-    table = leaderboard(runs, specs)
-    csv_path, md_path = write_leaderboard(table, output)
-    print_leaderboard(table)
-    console.success(f"leaderboard of {len(table)} runs written to {csv_path} and {md_path}")
+    base = RunDirectory.open(baseline) if baseline is not None else None
+    comparison = compare_runs(runs, specs, baseline=base, test=test.value, correction=correction.value,
+                              alpha=alpha, keep_all=keep_all)
+    files = compare_tables.write(comparison, file_format, output, force=force)
+    compare_tables.print_table(comparison, files)
+    console.success(f"{len(comparison.entries)} rows written to {', '.join(str(f) for f in files)}")
     if as_json:
-        records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
-        print_json(records)
+        table = comparison.table()
+        stats = comparison.statistics
+        print_json({
+            "rows": table.astype(object).where(table.notna(), None).to_dict(orient="records"),
+            "statistics": [] if stats is None else stats.astype(object).where(stats.notna(), None).to_dict(
+                orient="records"),
+            "excluded": [r.name for r in comparison.excluded],
+            "files": [str(f) for f in files],
+        })
 
 
 def _number(value: float | None) -> str:

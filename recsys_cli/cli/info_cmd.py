@@ -7,9 +7,11 @@ import platform
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from recsys_cli import __version__, console
+from recsys_cli import __version__
 from recsys_cli.cli.common import JsonOption, handle_errors, print_json
 
 
@@ -64,7 +66,10 @@ def info(
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Data folder (default: RECSYS_DATA_DIR or ./data)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Print versions, the accelerators present and the data/run directories in use."""
+    """Print versions, the accelerators present and the data/run directories in use (on stdout).
+
+    Example: recsys info --dataset movielens-100k
+    """
     facts = system_info()
     if data_dir is not None:
         facts["directories"]["data_dir"] = str(data_dir.resolve())
@@ -82,7 +87,7 @@ def info(
         table.add_row("data dir", facts["directories"]["data_dir"])
         table.add_row("runs dir", facts["directories"]["runs_dir"])
         table.add_row("runs", ", ".join(f"{n} {state}" for state, n in facts["runs"].items()) or "none")
-        console.console.print(table)
+        Console(highlight=False).print(table)
     if dataset is not None:
         from recsys_cli.data import print_cached_statistics
 
@@ -91,20 +96,25 @@ def info(
 
 @handle_errors
 def models(as_json: bool = JsonOption) -> None:
-    """List the registered models and their hyperparameters (type, default)."""
+    """List the registered models and their hyperparameters (type, default) on stdout.
+
+    Example: recsys models --json
+    """
+    from recsys_cli.config.reference import type_name
     from recsys_cli.models.registry import available, get_model_class
 
     listing = {}
     for name in available():
         schema = get_model_class(name).Config
         listing[name] = {
-            key: {"type": str(field.annotation).replace("typing.", ""), "default": field.default,
+            key: {"type": type_name(field.annotation), "default": field.default,
                   "description": field.description}
             for key, field in schema.model_fields.items() if key != "name"
         }
     if as_json:
         print_json(listing)
         return
+    out = Console(highlight=False)
     for name, params in listing.items():
         keys = ", ".join(f"{k}={v['default']!r}" for k, v in params.items())
-        console.console.print(f"[bold]{name}[/bold]: {keys}")
+        out.print(f"[bold]{name}[/bold]: {escape(keys)}")

@@ -14,6 +14,11 @@ START = "<!-- cli-reference:start -->"
 END = "<!-- cli-reference:end -->"
 
 
+def _literal(text: str) -> str:
+    """Help text as the terminal shows it: without the escapes that keep rich from eating brackets."""
+    return text.replace("\\[", "[")
+
+
 def _param_row(param) -> str:
     if param.param_type_name == "argument":
         name = f"`{(param.metavar or param.name or '').upper()}`"
@@ -22,18 +27,18 @@ def _param_row(param) -> str:
         names = [*param.opts, *param.secondary_opts]
         name = ", ".join(f"`{n}`" for n in names)
         kind = "flag" if getattr(param, "is_flag", False) else ("option (repeatable)" if param.multiple else "option")
-    default = param.default
+    default = getattr(param.default, "value", param.default)  # an Enum choice shows its value
     is_flag = bool(getattr(param, "is_flag", False))
     if callable(default) or default in (None, (), []) or (is_flag and default is False):
         shown = ""
     else:
         shown = f"`{default}`"
-    text = " ".join((getattr(param, "help", None) or "").split()).replace("|", "\\|")
+    text = _literal(" ".join((getattr(param, "help", None) or "").split())).replace("|", "\\|")
     return f"| {name} | {kind} | {shown} | {text} |"
 
 
 def _command_section(path: str, command) -> str:
-    doc = inspect.cleandoc(command.help or "")
+    doc = _literal(inspect.cleandoc(command.help or ""))
     params = [p for p in command.params if p.name not in ("help",)]
     rows = "\n".join(_param_row(p) for p in params)
     table = f"\n\n| name | kind | default | meaning |\n|---|---|---|---|\n{rows}" if rows else ""

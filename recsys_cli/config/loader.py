@@ -134,6 +134,54 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+BASE_KEY = "base"
+MAX_BASE_DEPTH = 8
+
+
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``: mappings merge key by key, anything else (lists too) replaces."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_with_bases(path: str | os.PathLike[str], _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file with its ``base:`` files merged under it (paths relative to the including file).
+
+    ``base`` names one file or a list; later bases win over earlier ones and the file's own keys win
+    over all of them, so a data/protocol file is written once and each model config includes it.
+    """
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in _chain:
+        cycle = " → ".join(str(p) for p in (*_chain, resolved))
+        raise ConfigError(f"{path}: 'base' includes form a cycle ({cycle})", hint="remove one of the includes")
+    if len(_chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"{path}: 'base' includes nest deeper than {MAX_BASE_DEPTH} files",
+                          hint="flatten the chain of base files")
+    data = read_yaml(path)
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and b.strip() for b in bases):
+        raise ConfigError(f"{path}: 'base' must name a YAML file or a list of them",
+                          hint="e.g. base: data/movielens-10m.yaml")
+    merged: dict[str, Any] = {}
+    for name in bases:
+        target = (path.parent / name).expanduser()
+        if not target.is_file():
+            raise ConfigError(f"{path}: base file {name} does not exist (looked for {target})",
+                              hint="base paths are relative to the file that names them")
+        merged = deep_merge(merged, read_with_bases(target, (*_chain, resolved)))
+    return deep_merge(merged, data)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"training.epochs=5"`` → (["training", "epochs"], 5). Values are YAML scalars or lists."""
     key, sep, raw = text.partition("=")
@@ -168,8 +216,23 @@ def apply_overrides(
             _set_path(data, list(path), env[var], origin=f"environment variable {var}")
     for text in overrides:
         path, value = parse_override(text)
+        if isinstance(value, str) and "," in value and _is_list_key(path, data):
+            # --set evaluation.cutoffs=5,10 means the list [5, 10] (no brackets for shells to mangle)
+            value = [parse_override(f"x={part}")[1] for part in value.split(",") if part.strip()]
         _set_path(data, path, value, origin=f"--set {text}")
     return data
+
+
+def _is_list_key(path: list[str], data: dict[str, Any]) -> bool:
+    import typing
+
+    parent = _schema_at(tuple(path[:-1]), data)
+    field = parent.model_fields.get(path[-1]) if parent is not None else None
+    if field is None:
+        return False
+    annotation = field.annotation
+    options = typing.get_args(annotation) if typing.get_origin(annotation) is not list else (annotation,)
+    return any(typing.get_origin(a) is list for a in (annotation, *options))
 
 
 def _schema_at(loc: tuple[Any, ...], data: dict[str, Any]) -> type[BaseModel] | None:
@@ -237,7 +300,7 @@ def load_config(
 ) -> Config:
     """Load and validate a config file (or an already parsed mapping) with overrides applied."""
     if path is not None:
-        raw = read_yaml(path)
+        raw = read_with_bases(path)
         origin = str(path)
     else:
         raw = json.loads(json.dumps(data or {}))

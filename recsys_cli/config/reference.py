@@ -18,15 +18,18 @@ START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
 
 
-def _type_name(annotation: Any) -> str:
+def type_name(annotation: Any, *, markdown: bool = False) -> str:
+    """A field's type as a reader writes it: ``float``, ``int or null``, ``'adam' | 'sgd'``, ``list of int``."""
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
-        return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
+        if markdown:
+            return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
+        return " | ".join(repr(a) for a in typing.get_args(annotation))
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+        return " or ".join(type_name(a, markdown=markdown) for a in typing.get_args(annotation))
     if origin is list:
         (inner,) = typing.get_args(annotation) or (Any,)
-        return f"list of {_type_name(inner)}"
+        return f"list of {type_name(inner, markdown=markdown)}"
     if annotation is type(None):
         return "null"
     return getattr(annotation, "__name__", str(annotation))
@@ -57,7 +60,7 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
             nested.append((f"{prefix}{key}.", annotation))
             continue
         desc = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `{prefix}{key}` | {_type_name(annotation)} | {_default(field)} | {desc} |")
+        rows.append(f"| `{prefix}{key}` | {type_name(annotation, markdown=True)} | {_default(field)} | {desc} |")
     for sub_prefix, sub in nested:
         rows.extend(_rows(sub, sub_prefix))
     return rows

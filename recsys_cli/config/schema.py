@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
+from recsys_cli.config.search import SearchConfig
+
 
 MAX_NAME_LENGTH = 100  # run directory names must stay well under the file systems' 255 bytes
 
@@ -53,6 +55,7 @@ class SplitConfig(Section):
         False, description="holdout: reproduce the course's legacy-RNG double-permutation split exactly."
     )
     import_dir: Path | None = Field(None, description="import: folder with train.npz, test.npz and optional val.npz.")
+    seed: int | None = Field(None, description="Seed of the split (and of the synthetic data set); null: experiment.seed.")
 
 
 class SyntheticConfig(Section):
@@ -80,7 +83,11 @@ class EarlyStoppingConfig(Section):
     cutoff: int = Field(10, ge=1, description="Cutoff of the validation metric.")
     patience: int = Field(5, ge=1, description="Evaluations without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest increase that counts as an improvement.")
-    min_epochs: int = Field(0, ge=0, description="Never stop early before this many epochs (the LightGCN paper: 250).")
+    min_epochs: int = Field(0, ge=0, description="Never stop early before this many epochs.")
+    patience_epochs: int | None = Field(
+        None, ge=1, description="Stop when this many epochs pass after the best one (counted in epochs, whatever "
+        "the evaluation schedule); replaces patience when set."
+    )
 
 
 class TrainingConfig(Section):
@@ -92,6 +99,9 @@ class TrainingConfig(Section):
     momentum: float = Field(0.0, ge=0, lt=1, description="Momentum (sgd only).")
     grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
     eval_every: int = Field(1, ge=1, description="Validate every this many epochs.")
+    eval_every_epoch_until: int = Field(
+        0, ge=0, description="Validate after every epoch up to this one, then every eval_every epochs."
+    )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
 
 
@@ -106,6 +116,9 @@ class EvaluationConfig(Section):
     exclude_seen: bool = Field(True, description="Remove each user's training items from the ranking.")
     ignore_users: list[int] = Field([], description="User indices left out of the evaluation.")
     ignore_items: list[int] = Field([], description="Item indices never recommended nor counted.")
+    save_recommendations: int | None = Field(
+        None, ge=1, description="recsys run also writes each user's top-K list to recommendations.parquet (null: no)."
+    )
 
     @field_validator("cutoffs")
     @classmethod
@@ -129,6 +142,16 @@ class DeviceConfig(Section):
     tf32: bool = Field(False, description="Allow TF32 matmuls on CUDA (faster, less exact float32).")
 
 
+class RunConfig(Section):
+    save_model: bool = Field(
+        True, description="Save the fitted model in the run directory (needed by recsys evaluate; EASE on ML-10M "
+        "writes ~456 MB)."
+    )
+    plot_formats: list[Literal["png", "pdf", "svg"]] = Field(
+        ["png"], min_length=1, description="Files written for each plot (training curve, bench-dtype): png, pdf, svg."
+    )
+
+
 class ModelConfig(Section):
     """Base of every model's hyperparameter schema; subclasses fix ``name`` to their registered name."""
 
@@ -142,6 +165,9 @@ class Config(Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     device: DeviceConfig = Field(default_factory=DeviceConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    # read by `recsys tune` only; left out of dumps so a trial's config.yaml and hash are a plain run's
+    search: SearchConfig = Field(default_factory=SearchConfig, exclude=True)
 
     @field_validator("model", mode="before")
     @classmethod
@@ -161,4 +187,8 @@ class Config(Section):
     def _check_cross_section(self) -> Config:
         if self.data.split.protocol == "import" and self.data.split.import_dir is None:
             raise ValueError("data.split.import_dir is required when data.split.protocol is 'import'")
+        if self.search.space:
+            from recsys_cli.config.search import check_space
+
+            check_space(self)
         return self

@@ -12,15 +12,35 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recsys_cli import console
-from recsys_cli.data.dataset import Dataset, Split
 from recsys_cli.data.registry import DATASETS, KNOWN_NAMES, SYNTHETIC, check_name, get_spec
 from recsys_cli.errors import DataError
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from recsys_cli.data.dataset import Dataset, Split
+
 __all__ = ["Dataset", "Split", "KNOWN_NAMES", "load_dataset", "get_split", "load_split_for_run",
-           "print_cached_statistics", "resolve_data_dir", "prepare_dataset"]
+           "print_cached_statistics", "resolve_data_dir", "prepare_dataset", "split_seed", "original_ids"]
+
+
+def split_seed(config) -> int:
+    """The seed of the split (and of a synthetic data set): data.split.seed, else experiment.seed."""
+    seed = config.data.split.seed
+    return config.experiment.seed if seed is None else seed
+
+
+def __getattr__(name: str) -> Any:
+    # Dataset and Split import NumPy and SciPy: loaded on first use, so that the CLI's help and the
+    # data set names (recsys_cli.data.registry) stay light
+    if name in ("Dataset", "Split"):
+        from recsys_cli.data import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_data_dir(data_config) -> Path:
@@ -65,22 +85,25 @@ def prepare_dataset(name: str, data_dir: Path, *, source: str | None = None, md5
         if dataset is None:
             if problem:
                 console.warn(f"processed cache {directory} failed its check ({problem}); building it again")
-            dataset = synthetic.generate(synthetic_config, seed)
+            with console.spinner("generating the synthetic data set"):
+                dataset = synthetic.generate(synthetic_config, seed)
             cache.write_cache(directory, dataset, source={
                 "kind": "synthetic", "location": "synthetic", "params": synthetic.params_of(synthetic_config, seed)})
-            console.info(f"Saving complete! ({directory})")
+            console.debug(f"Saving complete! ({directory})")
     else:
         spec = get_spec(name)
         directory = data_dir / name
         wanted = None
         if source is not None:
             wanted = source if download.is_url(source) else str(Path(source).expanduser().resolve())
-        dataset, problem = (None, None) if force else _load_cached(directory, source_wanted=wanted)
+        with console.spinner(f"checking the processed cache {directory}"):
+            dataset, problem = (None, None) if force else _load_cached(directory, source_wanted=wanted)
         if dataset is None:
             if problem:
                 console.warn(f"processed cache {directory} cannot be used ({problem}); rebuilding it from the zip")
             fetched = download.obtain(spec, data_dir, source=source, md5=md5, verify=verify, force=force)
-            dataset = readers.read_zip(fetched.path, spec, local_source=not download.is_url(fetched.source))
+            with console.spinner(f"parsing {fetched.path.name}"):
+                dataset = readers.read_zip(fetched.path, spec, local_source=not download.is_url(fetched.source))
             source_info: dict[str, Any] = {
                 "kind": "zip", "location": fetched.source, "zip": str(fetched.path), "md5": fetched.md5,
                 "expected_md5": fetched.expected_md5, "verified": fetched.verified, "verification": fetched.note,
@@ -88,22 +111,22 @@ def prepare_dataset(name: str, data_dir: Path, *, source: str | None = None, md5
             if not fetched.verified:
                 dataset.manifest.setdefault("warnings", []).append(f"source zip {fetched.note}")
             cache.write_cache(directory, dataset, source=source_info)
-            console.info(f"Saving complete! ({directory})")
+            console.debug(f"Saving complete! ({directory})")
         else:
             console.info(f"{spec.course_name}: loaded the processed cache {directory} (checked)")
-    if statistics:
-        stats.print_statistics(dataset)
+    # the statistics are what `recsys download` is for; inside a run they are a detail (-v)
+    stats.print_statistics(dataset, detail=not statistics)
     return dataset
 
 
 def load_dataset(data_config, *, seed: int | None = None) -> Dataset:
-    """The data set ``data_config`` names, from the cache or freshly obtained; prints its statistics."""
+    """The data set ``data_config`` names, from the cache or freshly obtained (statistics at -v)."""
     from recsys_cli.data.download import options_from_config
 
     with options_from_config():
         return prepare_dataset(
             data_config.dataset, resolve_data_dir(data_config), source=data_config.source, md5=data_config.md5,
-            verify=data_config.verify, synthetic_config=data_config.synthetic, seed=seed,
+            verify=data_config.verify, synthetic_config=data_config.synthetic, seed=seed, statistics=False,
         )
 
 
@@ -139,13 +162,34 @@ def load_split_for_run(run, config) -> Split:
                             hint="restore that split, or train again")
         return split
     console.warn(f"the run's split folder {directory} is gone; making it again from the run's config")
-    dataset = load_dataset(config.data, seed=config.experiment.seed)
-    split = get_split(dataset, config.data, seed=config.experiment.seed)
+    dataset = load_dataset(config.data, seed=split_seed(config))
+    split = get_split(dataset, config.data, seed=split_seed(config))
     if split.fingerprint != expected:
         raise DataError(f"the split made again from the config differs from the one {run.path.name} was trained on "
                         f"(fingerprint {split.fingerprint[:12]}, the run recorded {expected[:12]})",
                         hint="the data set changed since training; train again")
     return split
+
+
+def original_ids(config, split: Split, dataset: Dataset | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The original (user ids, item ids) of the rows and columns of ``split``'s matrices: the data
+    set's own when at hand, else the cache's id file (:func:`recsys_cli.data.ids.cached_ids`), else
+    from the data set loaded again and checked against the ratings the split was made from."""
+    import numpy as np
+
+    from recsys_cli.data.ids import cached_ids
+
+    if dataset is not None and dataset.user_ids is not None and dataset.urm.shape == split.train.shape:
+        return np.asarray(dataset.user_ids), np.asarray(dataset.item_ids)
+    found = cached_ids(config.data, split)
+    if found is not None:
+        return found
+    dataset = load_dataset(config.data, seed=split_seed(config))
+    content = split.manifest.get("dataset_content_sha256")
+    if content and dataset.manifest.get("content_sha256") != content:
+        raise DataError(f"the cached {dataset.name} holds other ratings than the split at {split.directory} was made from",
+                        hint="restore that data set, or train again")
+    return np.asarray(dataset.user_ids), np.asarray(dataset.item_ids)
 
 
 def print_cached_statistics(name: str, data_dir: Path) -> None:

@@ -207,3 +207,4 @@ def load_cache(directory: Path) -> Dataset:
         raise CacheInvalid("URM_all's shape differs from the manifest's")
     return Dataset(name=manifest["dataset"], urm=urm, urm_timestamp=urm_ts, icms=icms, user_ids=user_ids,
                    item_ids=item_ids, feature_ids=features, manifest={**manifest, "cache_dir": str(directory)})
+

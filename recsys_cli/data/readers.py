@@ -215,7 +215,7 @@ def _read_dat_tags(raw_tags: bytes, member: str, data: RawData) -> None:
 
 def _read_interactions(zf: zipfile.ZipFile, spec: DatasetSpec, member: str, *, sep: str, header: bool,
                        expected: str) -> RawData:
-    console.info(f"{spec.course_name}: Loading Interactions")
+    console.debug(f"{spec.course_name}: Loading Interactions")
     users, items, ratings, timestamps = parse_ratings(read_member(zf, member), member, sep=sep, header=header,
                                                       expected=expected)
     return RawData(users, items, ratings, timestamps)
@@ -227,10 +227,10 @@ def read_dat(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
     tags_member = find_member(zf, spec, "tags.dat", required=False)
     data = _read_interactions(zf, spec, ratings_member, sep="::", header=False,
                               expected="UserID::MovieID::Rating::Timestamp")
-    console.info(f"{spec.course_name}: Loading Item Features Genres")
+    console.debug(f"{spec.course_name}: Loading Item Features Genres")
     _read_dat_movies(zf, spec, read_member(zf, movies_member), movies_member, data)
     if tags_member is not None:
-        console.info(f"{spec.course_name}: Loading Item Features Tags")
+        console.debug(f"{spec.course_name}: Loading Item Features Tags")
         _read_dat_tags(read_member(zf, tags_member), tags_member, data)
     return data
 
@@ -247,7 +247,7 @@ def read_100k(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
         named = [g.split("|")[0] for g in glines]
         if len(named) == len(genres):
             genres = named
-    console.info(f"{spec.course_name}: Loading Item Features Genres")
+    console.debug(f"{spec.course_name}: Loading Item Features Genres")
     lines = _split_text_lines(read_member(zf, items_member), "latin-1")
     numbers = np.arange(1, len(lines) + 1)
     nonblank = (lines.str.strip() != "").to_numpy()
@@ -274,7 +274,7 @@ def read_csv_layout(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
     tags_member = find_member(zf, spec, "tags.csv", required=False)
     data = _read_interactions(zf, spec, ratings_member, sep=",", header=True,
                               expected="userId,movieId,rating,timestamp")
-    console.info(f"{spec.course_name}: Loading Item Features Genres")
+    console.debug(f"{spec.course_name}: Loading Item Features Genres")
     try:
         movies = pd.read_csv(io.BytesIO(read_member(zf, movies_member)), dtype=str, keep_default_na=False)
     except (ValueError, pd.errors.ParserError) as exc:
@@ -287,7 +287,7 @@ def read_csv_layout(zf: zipfile.ZipFile, spec: DatasetSpec) -> RawData:
     data.icm_entries["ICM_genres"] = _genre_entries(ids, movies["genres"])
     data.icm_entries["ICM_year"] = _year_entries(ids, movies["title"].str.strip())
     if tags_member is not None:
-        console.info(f"{spec.course_name}: Loading Item Features Tags")
+        console.debug(f"{spec.course_name}: Loading Item Features Tags")
         try:
             tags = pd.read_csv(io.BytesIO(read_member(zf, tags_member)), dtype=str, keep_default_na=False)
         except (ValueError, pd.errors.ParserError) as exc:
@@ -381,7 +381,7 @@ def assemble(name: str, spec_course_name: str, data: RawData) -> Dataset:
 def read_zip(zip_path: Path, spec: DatasetSpec, *, local_source: bool = False) -> Dataset:
     """Parse a GroupLens zip of ``spec``'s layout into a Dataset. ``local_source``: the zip is the user's
     own ``--source`` file, so damage is theirs to fix rather than a reason to download again."""
-    console.info(f"{spec.course_name}: Loading original data")
+    console.debug(f"{spec.course_name}: Loading original data")
     try:
         with open_zip(zip_path) as zf:
             data = READERS[spec.layout](zf, spec)

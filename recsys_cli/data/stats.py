@@ -75,7 +75,9 @@ def statistics_text(dataset: Dataset) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def print_statistics(dataset: Dataset) -> None:
+def print_statistics(dataset: Dataset, *, detail: bool = False) -> None:
+    """The block on stderr: at the default level, or only with -v when it is a detail of a bigger job."""
+    show = console.debug if detail else console.info
     for line in statistics_text(dataset).rstrip("\n").split("\n"):
-        console.info(line)
-    console.info("")
+        show(line)
+    show("")

@@ -23,12 +23,14 @@ from recsys_cli import console
 from recsys_cli.errors import ConfigError, DataError, RunFailed
 from recsys_cli.evaluation.metrics import (
     COLUMNS,
+    PER_USER,
     USER_SUMS,
     BlockInputs,
     TrainStatistics,
     block_user_metrics,
     global_metrics,
 )
+from recsys_cli.evaluation.per_user import PerUserValues
 from recsys_cli.evaluation.ranking import one_cpu_thread, rank_block
 from recsys_cli.models.base import Recommender
 
@@ -48,6 +50,7 @@ class EvaluationResult:
     users_per_second: float
     block_size: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    per_user: PerUserValues | None = None  # every evaluated user's PER_USER values at every cutoff
 
     @property
     def cutoffs(self) -> list[int]:
@@ -144,6 +147,35 @@ def _scorer_of(model_or_scorer: Any) -> tuple[Scorer, torch.device | None]:
                       hint="pass a Recommender or a callable mapping a LongTensor of users to scores")
 
 
+def score_block(scorer: Scorer, block_users: np.ndarray, n_items: int, model_device: torch.device | None,
+                work_device: torch.device | None) -> torch.Tensor:
+    """Scores (len(block_users) × n_items) of one block, on ``work_device`` when given; the shape is checked."""
+    users_t = torch.from_numpy(block_users)
+    if model_device is not None:
+        users_t = users_t.to(model_device)
+    elif work_device is not None:
+        users_t = users_t.to(work_device)
+    with torch.no_grad():
+        scores = scorer(users_t)
+    if not isinstance(scores, torch.Tensor):
+        scores = torch.as_tensor(np.asarray(scores))
+    if tuple(scores.shape) != (len(block_users), n_items):
+        raise RunFailed(f"the model returned scores of shape {tuple(scores.shape)} for "
+                        f"{len(block_users)} users; expected ({len(block_users)}, {n_items})",
+                        hint="score() must return one row per user and one column per item")
+    _check_finite(scores, block_users)
+    if work_device is not None and scores.device != work_device:
+        scores = scores.to(work_device)
+    return scores
+
+
+def seen_pairs(seen: sp.csr_matrix, block_users: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (row in block, item) pairs of the block's training items: rank_block's ``mask_rows``/``mask_cols``."""
+    sub = seen[block_users]
+    rows = torch.from_numpy(np.repeat(np.arange(len(block_users)), np.diff(sub.indptr))).to(device)
+    return rows, torch.from_numpy(sub.indices.astype(np.int64)).to(device)
+
+
 def evaluate(
     model_or_scorer: Any,
     train: sp.spmatrix,
@@ -157,12 +189,14 @@ def evaluate(
     block_size: int | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    keep_per_user: bool = True,
 ) -> EvaluationResult:
     """Evaluate a recommender on held-out ``truth`` and return the course's 27-column table.
 
     ``train`` is the model's own training matrix: it supplies the seen items (excluded from the
     ranking when ``exclude_seen``) and the item popularity of NOVELTY, AVERAGE_POPULARITY and RATIO_*.
-    Lists are computed once at the largest cutoff; smaller cutoffs read prefixes.
+    Lists are computed once at the largest cutoff; smaller cutoffs read prefixes. With ``keep_per_user``
+    the result also carries every evaluated user's per-user values (``result.per_user``).
     """
     start_time = time.perf_counter()
     cutoffs = sorted({int(c) for c in cutoffs})
@@ -184,8 +218,10 @@ def evaluate(
     fresh_scores = isinstance(model_or_scorer, Recommender)
     ignored_users = _index_list(ignore_users, n_rows, "ignore_users")
     ignored_items = _index_list(ignore_items, n_items, "ignore_items")
+    # a final evaluation says whom it leaves out; the per-epoch validations of training say it at -v
+    note = console.info if progress else console.debug
     if ignored_items.size:
-        console.info(f"{PREFIX}Ignoring {ignored_items.size} Items")
+        note(f"{PREFIX}Ignoring {ignored_items.size} Items")
         keep = np.ones(n_items, dtype=bool)
         keep[ignored_items] = False
         test = sp.csr_matrix(test @ sp.diags(keep.astype(np.float64)))
@@ -199,10 +235,10 @@ def evaluate(
     enough = n_test >= min_ratings_per_user
     n_skipped = int(n_rows - enough.sum())
     if n_skipped:
-        console.info(f"{PREFIX}Ignoring {n_skipped} ({100 - enough.sum() / n_rows * 100:4.1f}%) Users that have "
-                     f"less than {min_ratings_per_user} test interactions")
+        note(f"{PREFIX}Ignoring {n_skipped} ({100 - enough.sum() / n_rows * 100:4.1f}%) Users that have "
+              f"less than {min_ratings_per_user} test interactions")
     if ignored_users.size:
-        console.info(f"{PREFIX}Ignoring {ignored_users.size} Users")
+        note(f"{PREFIX}Ignoring {ignored_users.size} Users")
         enough_kept = enough.copy()
         enough_kept[ignored_users] = False
     else:
@@ -223,7 +259,7 @@ def evaluate(
         raise ConfigError(f"evaluation.user_batch_size must be >= 1, got {block}")
 
     inputs, metric_device = None, None
-    sums = None
+    sums = per_user = None
     item_counts = hit_counts = None
     ignore_t = None
     done = 0
@@ -236,22 +272,7 @@ def evaluate(
             task = bar.add_task("evaluating", total=len(users), rate="")
         for lo in range(0, len(users), block):
             block_users = users[lo:lo + block]
-            users_t = torch.from_numpy(block_users)
-            if model_device is not None:
-                users_t = users_t.to(model_device)
-            elif work_device is not None:
-                users_t = users_t.to(work_device)
-            with torch.no_grad():
-                scores = scorer(users_t)
-            if not isinstance(scores, torch.Tensor):
-                scores = torch.as_tensor(np.asarray(scores))
-            if tuple(scores.shape) != (len(block_users), n_items):
-                raise RunFailed(f"the model returned scores of shape {tuple(scores.shape)} for "
-                                f"{len(block_users)} users; expected ({len(block_users)}, {n_items})",
-                                hint="score() must return one row per user and one column per item")
-            _check_finite(scores, block_users)
-            if work_device is not None and scores.device != work_device:
-                scores = scores.to(work_device)
+            scores = score_block(scorer, block_users, n_items, model_device, work_device)
             dev = scores.device
             if inputs is None:
                 metric_device = torch.device("cpu") if dev.type == "mps" else dev
@@ -259,13 +280,13 @@ def evaluate(
                 sums = torch.zeros((len(cutoffs), len(USER_SUMS)), dtype=torch.float64, device=metric_device)
                 item_counts = torch.zeros((len(cutoffs), n_items), dtype=torch.float64, device=metric_device)
                 hit_counts = torch.zeros_like(item_counts)
+                # filled block by block on the metric device and copied to the host once at the end
+                if keep_per_user:
+                    per_user = torch.zeros((len(cutoffs), len(users), len(PER_USER)), dtype=torch.float64,
+                                           device=metric_device)
                 if ignored_items.size:
                     ignore_t = torch.from_numpy(ignored_items).to(dev)
-            mask_rows = mask_cols = None
-            if exclude_seen:
-                sub = seen[block_users]
-                mask_rows = torch.from_numpy(np.repeat(np.arange(len(block_users)), np.diff(sub.indptr))).to(dev)
-                mask_cols = torch.from_numpy(sub.indices.astype(np.int64)).to(dev)
+            mask_rows, mask_cols = seen_pairs(seen, block_users, dev) if exclude_seen else (None, None)
             with _no_autocast(dev), _no_autocast(metric_device):
                 items, lengths = rank_block(scores, k_max, mask_rows=mask_rows, mask_cols=mask_cols,
                                             ignore_items=ignore_t, restore=not fresh_scores)
@@ -274,6 +295,7 @@ def evaluate(
                     sums += block_user_metrics(
                         torch.from_numpy(block_users).to(metric_device), items.to(metric_device),
                         lengths.to(metric_device), cutoffs, inputs, item_counts, hit_counts,
+                        None if per_user is None else per_user[:, lo:lo + len(block_users)],
                     )
             done += len(block_users)
             now = time.perf_counter()
@@ -282,7 +304,7 @@ def evaluate(
                 bar.update(task, completed=done, rate=f"{done / max(elapsed, 1e-9):,.0f} users/s")
             if now - last_print > PRINT_EVERY_SECONDS or done == len(users):
                 value, unit = _unit(elapsed)
-                console.info(f"{PREFIX}Processed {done} ({100.0 * done / len(users):4.1f}%) in {value:.2f} {unit}. "
+                console.debug(f"{PREFIX}Processed {done} ({100.0 * done / len(users):4.1f}%) in {value:.2f} {unit}. "
                              f"Users per second: {done / max(elapsed, 1e-9):.0f}")
                 last_print = now
     finally:
@@ -295,7 +317,9 @@ def evaluate(
         sums_np = np.zeros((len(cutoffs), len(USER_SUMS)))
         counts_np = np.zeros((len(cutoffs), n_items))
         hits_np = np.zeros((len(cutoffs), n_items))
+        values_np = np.zeros((len(cutoffs), 0, len(PER_USER)))
     else:
+        values_np = per_user.cpu().numpy() if per_user is not None else None
         sums_np = sums.cpu().numpy()
         counts_np = item_counts.cpu().numpy().cumsum(axis=0)
         hits_np = hit_counts.cpu().numpy().cumsum(axis=0)
@@ -313,6 +337,8 @@ def evaluate(
     return EvaluationResult(
         table=table, n_users_evaluated=n_eval, n_users_skipped=n_skipped, seconds=seconds,
         users_per_second=n_eval / seconds if seconds > 0 else math.inf, block_size=block,
+        per_user=PerUserValues(users=users.astype(np.int64), cutoffs=list(cutoffs), values=values_np)
+        if keep_per_user else None,
     )
 
 

@@ -44,7 +44,8 @@ COLUMNS: tuple[str, ...] = (
     "RATIO_NOVELTY",
 )
 
-# Sums over users accumulated block by block (the last two are counts for COVERAGE_USER[_HIT]).
+# Sums over users accumulated block by block (the last two are counts for COVERAGE_USER[_HIT]); the first
+# eleven are the per-user metrics (PER_USER), whose per-user values evaluate() also keeps.
 USER_SUMS: tuple[str, ...] = (
     "PRECISION",
     "PRECISION_RECALL_MIN_DEN",
@@ -60,6 +61,7 @@ USER_SUMS: tuple[str, ...] = (
     "users_with_list",
     "users_with_hit",
 )
+PER_USER: tuple[str, ...] = USER_SUMS[:11]
 
 
 # -- training-data statistics ------------------------------------------------------------------
@@ -161,8 +163,11 @@ def block_user_metrics(
     inputs: BlockInputs,
     item_counts: torch.Tensor,
     hit_counts: torch.Tensor,
+    per_user: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sums over the block's users of the per-user metrics, shape (len(cutoffs), len(USER_SUMS)).
+
+    ``per_user`` (len(cutoffs), block users, len(PER_USER)), when given, receives each user's values.
 
     ``item_counts`` / ``hit_counts`` (n_cutoffs, n_items) receive, per cutoff *segment* (positions
     between the previous cutoff and this one), how often each item was recommended / was a hit; the
@@ -221,7 +226,10 @@ def block_user_metrics(
             has_list.to(f64),
             (hits > 0).to(f64),
         )
-        out[c] = torch.stack(values, dim=1).sum(dim=0)
+        stacked = torch.stack(values, dim=1)
+        out[c] = stacked.sum(dim=0)
+        if per_user is not None:
+            per_user[c] = stacked[:, :len(PER_USER)]
         stop = min(cutoff, k_max)
         if stop > start:
             seg_valid = valid[:, start:stop]
@@ -251,7 +259,7 @@ def global_metrics(
     """One row of the table from the accumulated sums and the item counts of this cutoff."""
     s = dict(zip(USER_SUMS, user_sums.tolist()))
     row: dict[str, float] = {}
-    for name in USER_SUMS[:11]:
+    for name in PER_USER:
         row[name] = s[name] / n_evaluated if n_evaluated else 0.0
     p, r = row["PRECISION"], row["RECALL"]
     row["F1"] = 2 * p * r / (p + r) if p + r != 0 else 0.0

@@ -1,10 +1,11 @@
 """Metrics files of a run, the on-screen table, and ``--assert`` bounds.
 
 Files (written together: all or none replaced): ``metrics.csv`` (tidy: cutoff, metric, value), ``metrics.json``
-(the same rows; NaN/inf become null) and ``metrics.md`` (one column per cutoff). A validation-split
-evaluation writes ``metrics-val.*`` instead, so it never overwrites the test metrics. A re-evaluation with
-``--set`` overrides goes beside them, to ``evaluations/metrics-<split>-k<cutoffs>-set-<hash>.*``, and its
-JSON records the split, the cutoffs and the overrides.
+(the same rows; NaN/inf become null), ``metrics.md`` (one column per cutoff) and ``per-user.parquet``
+(every evaluated user's per-user values: evaluation/per_user.py). A validation-split evaluation writes
+``metrics-val.*`` and ``per-user-val.parquet`` instead, so it never overwrites the test metrics. A
+re-evaluation with ``--set`` overrides goes beside them, to ``evaluations/metrics-<split>-k<cutoffs>-set-<hash>.*``,
+and its JSON records the split, the cutoffs and the overrides.
 """
 
 from __future__ import annotations
@@ -59,10 +60,13 @@ def reevaluation_name(split_name: str, cutoffs: list[int], overrides: list[str])
 
 
 def write_metrics(run_path: str | Path, result, *, split_name: str = "test", title: str = "metrics",
-                  overrides: list[str] | None = None) -> Path:
-    """Write the tidy CSV, JSON and Markdown metric files of ``result``; returns the CSV path.
+                  overrides: list[str] | None = None, user_ids=None, fingerprint: str | None = None) -> Path:
+    """Write the tidy CSV, JSON and Markdown metric files of ``result`` and, when the result carries
+    them, its per-user values (``user_ids``: the data set's original id of every row); returns the CSV path.
 
     ``overrides`` (a list, possibly empty) marks a re-evaluation: its files go to ``evaluations/``."""
+    from recsys_cli.evaluation.per_user import file_name
+
     run_path = Path(run_path)
     stem = metrics_stem(split_name)
     rows = json_records(result)
@@ -77,11 +81,15 @@ def write_metrics(run_path: str | Path, result, *, split_name: str = "test", tit
     tidy = pd.DataFrame(result.to_records(), columns=["cutoff", "metric", "value"])
     csv_path = run_path / f"{stem}.csv"
     # rendered in full before any file is touched, so a failure cannot leave old and new files mixed
-    atomic.write_together({
+    files: dict[Path, str | bytes] = {
         csv_path: tidy.to_csv(index=False, float_format="%.10g"),
         run_path / f"{stem}.json": atomic.json_text(rows),
         run_path / f"{stem}.md": body,
-    })
+    }
+    if getattr(result, "per_user", None) is not None:
+        files[run_path / file_name(stem)] = result.per_user.to_parquet_bytes(
+            user_ids, split=split_name or "test", fingerprint=fingerprint)
+    atomic.write_together(files)
     return csv_path
 
 
@@ -104,13 +112,14 @@ def markdown(result, *, split_name: str, title: str) -> str:
 
 
 def render_table(result, columns: tuple[str, ...] = KEY_COLUMNS) -> Table:
+    """One row per metric, one column per cutoff: fits an 80-column terminal for up to eight cutoffs."""
     title = f"{result.n_users_evaluated} users, {result.users_per_second:,.0f} users/s"
     table = Table(title=title, title_justify="left")
-    table.add_column("cutoff", justify="right")
-    for name in columns:
-        table.add_column(name, justify="right")
+    table.add_column("metric")
     for cutoff in result.table.index:
-        table.add_row(str(cutoff), *(f"{result.table.loc[cutoff, name]:.4f}" for name in columns))
+        table.add_column(f"@{cutoff}", justify="right")
+    for name in columns:
+        table.add_row(name, *(f"{result.table.loc[cutoff, name]:.4f}" for cutoff in result.table.index))
     return table
 
 

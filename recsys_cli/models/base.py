@@ -38,6 +38,7 @@ class FitContext:
     memory_budget_bytes: int | None = None  # cap from device.memory_budget_gb, else the device's free memory
     timing: Any = None  # recsys_cli.timing.Timing of the run, for throughput figures
     hooks: list[Any] = field(default_factory=list)  # recsys_cli.training.hooks.TrainingHook instances
+    plot_formats: tuple[str, ...] | list[str] = ("png",)  # run.plot_formats: files of the training curve
 
 
 class Model(ABC):

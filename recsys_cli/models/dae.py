@@ -48,6 +48,10 @@ class DAEConfig(ModelConfig):
     loss: Literal["bce", "multinomial"] = Field(
         "multinomial", description="bce (binary cross-entropy with logits) or multinomial (Mult-DAE)."
     )
+    activation: Literal["relu", "tanh"] = Field(
+        "relu", description="relu: after every hidden layer but the bottleneck (the seed's); tanh: after every "
+        "hidden layer, the bottleneck included (Mult-DAE's)."
+    )
 
 
 @register
@@ -67,9 +71,12 @@ class DAE(TrainableRecommender):
         self.input_bias = nn.Parameter(first.bias.detach().clone())
         mirrored = [*sizes[1:], *reversed(sizes[:-1])]  # 420, 69, 420, items
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(mirrored[:-1], mirrored[1:]))
-        # Layer 0 is the input layer; no ReLU after the bottleneck (last encoder layer) nor the output.
+        # Layer 0 is the input layer; never an activation after the output; the seed's ReLU net has
+        # none after the bottleneck (last encoder layer) either, Mult-DAE's tanh net has one there.
         bottleneck, output = len(sizes) - 2, len(mirrored) - 1
-        self._relu_after = [i not in (bottleneck, output) for i in range(len(mirrored))]
+        tanh = self.config.activation == "tanh"
+        self._act = torch.tanh if tanh else torch.relu
+        self._act_after = [i != output and (tanh or i != bottleneck) for i in range(len(mirrored))]
 
     def prepare(self, train: sp.csr_matrix) -> None:
         x = sp.csr_matrix(train, dtype=np.float32, copy=True)
@@ -118,12 +125,12 @@ class DAE(TrainableRecommender):
         """Hidden activations before the output layer for sparse input rows (indices, row offsets, values)."""
         h = self._first_layer(indices, offsets, values)
         h = h + self.input_bias
-        if self._relu_after[0]:
-            h = torch.relu(h)
+        if self._act_after[0]:
+            h = self._act(h)
         for i, layer in enumerate(self.layers[:-1], start=1):
             h = layer(h)
-            if self._relu_after[i]:
-                h = torch.relu(h)
+            if self._act_after[i]:
+                h = self._act(h)
         return h
 
     def encode_decode(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -162,25 +169,39 @@ class DAE(TrainableRecommender):
 
     # -- engine hooks -----------------------------------------------------------------------------
     def num_batches(self, train: sp.csr_matrix) -> int:
-        return math.ceil(len(self._active) / self.training_config.batch_size)
+        return math.ceil(len(self._active) / self.users_per_batch())
+
+    def users_per_batch(self) -> int:
+        """Users per training batch (the DAE's: training.batch_size)."""
+        return self.training_config.batch_size
 
     def epoch_batches(self, train: sp.csr_matrix, generator: torch.Generator) -> Iterator[Any]:
         order = self._active[torch.randperm(len(self._active), generator=generator).numpy()]
-        for start in range(0, len(order), self.training_config.batch_size):
-            yield order[start : start + self.training_config.batch_size]
+        size = self.users_per_batch()
+        for start in range(0, len(order), size):
+            yield order[start : start + size]
 
     def batch_samples(self, batch: Any) -> int:
         return len(batch)
 
-    def training_loss(self, batch: np.ndarray) -> torch.Tensor:
+    def sparse_batch(self, batch: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """A batch of users as its clean target's non-zeros (rows, cols, values) and its noisy input
+        (indices, row offsets, values), all without densifying a row."""
         indices, offsets, values = self._rows(batch)
         n = len(batch)
         counts = torch.diff(offsets, append=torch.tensor([len(indices)]))
         rows = torch.repeat_interleave(torch.arange(n), counts, output_size=len(indices))
-        n_rows, n_idx, n_val = self.add_noise(rows, indices, values, n)
+        n_rows, n_idx, n_val = self.add_noise(rows, indices, self.input_values(offsets, values), n)
         n_off = torch.searchsorted(n_rows, torch.arange(n))
-        hidden = self.encode(n_idx, n_off, n_val)
-        return self.reconstruction_loss(hidden, rows, indices, values)
+        return rows, indices, values, n_idx, n_off, n_val
+
+    def input_values(self, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """The values of sparse input rows before noise, in training and scoring (the DAE's: as they are)."""
+        return values
+
+    def training_loss(self, batch: np.ndarray) -> torch.Tensor:
+        rows, cols, values, *noisy = self.sparse_batch(batch)
+        return self.reconstruction_loss(self.encode(*noisy), rows, cols, values)
 
     def reconstruction_loss(self, hidden: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
                             values: torch.Tensor) -> torch.Tensor:
@@ -211,7 +232,7 @@ class DAE(TrainableRecommender):
         try:
             with torch.no_grad():
                 indices, offsets, values = self._rows(users.detach().cpu().numpy())
-                return self.encode_decode(indices, offsets, values)
+                return self.encode_decode(indices, offsets, self.input_values(offsets, values))
         finally:
             self.train(was_training)
 

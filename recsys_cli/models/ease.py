@@ -20,20 +20,17 @@ from pydantic import Field
 
 from recsys_cli import console
 from recsys_cli.config.schema import ModelConfig
-from recsys_cli.models._closed_form import (
-    ItemItemRecommender,
-    column_blocks,
-    compute_dtype,
+from recsys_cli.models._item_item import ItemItemRecommender
+from recsys_cli.models._linalg import (
     element_size,
-    format_bytes,
     gram,
     gram_memory_bytes,
     numpy_dtype,
-    plan_fit_device,
     spd_inverse_,
-    symmetric_matrix,
     synchronize,
 )
+from recsys_cli.models._memory import format_bytes
+from recsys_cli.models._tiles import Matrix, column_blocks, symmetric_matrix
 from recsys_cli.models.base import FitContext
 from recsys_cli.models.registry import register
 
@@ -57,6 +54,7 @@ class EASE(ItemItemRecommender):
     matrix_name: ClassVar[str] = "B"
     display_name: ClassVar[str] = "EASE"
     topk_by_abs: ClassVar[bool] = True  # strongly negative weights are kept too, as in the course
+    half_precision_note: ClassVar[str] = "a Cholesky factorisation in half precision is not accurate enough"
 
     def prepare_rows(self, train: sp.csr_matrix, dtype: torch.dtype) -> sp.csr_matrix:
         X = sp.csr_matrix(train, dtype=numpy_dtype(dtype), copy=True)
@@ -79,29 +77,23 @@ class EASE(ItemItemRecommender):
             f"+ {format_bytes(buffers)} of blocks and data"
         )
 
-    def fit(self, train: sp.csr_matrix, ctx: FitContext) -> None:
-        started = time.perf_counter()
-        dtype = compute_dtype(self.dtype, "EASE")
-        self.X = self.prepare_rows(train, dtype)
-        self.n_users, self.n_items = train.shape
-        fit_device = plan_fit_device("EASE", ctx, lambda dev: self.memory_estimate(self.X, dtype, dev))
-        if fit_device.type == "mps":  # no in-place Cholesky inverse there: factorise on the CPU
-            fit_device = torch.device("cpu")
-        console.info(f"EASE: fitting {self.n_items:,} items on {fit_device} in {str(dtype).replace('torch.', '')} "
-                     f"(λ = {self.config.l2_norm:g})")
+    def describe(self) -> str:
+        return f"λ = {self.config.l2_norm:g}"
+
+    def compute_W(self, X: sp.csr_matrix, ctx: FitContext, device: torch.device, dtype: torch.dtype) -> Matrix:
         t0 = time.perf_counter()
         marks: list[float] = []
 
         def timed_gram() -> torch.Tensor:
-            G = gram(self.X, device=fit_device, dtype=dtype, full=False)
-            synchronize(fit_device)
+            G = gram(X, device=device, dtype=dtype, full=False)
+            synchronize(device)
             marks.append(time.perf_counter())
             return G
 
         # no local reference to XᵀX, so that on a GPU it is freed once factorised
         P = spd_inverse_(timed_gram(), ridge=self.config.l2_norm, what="XᵀX + λI",
                          hint="raise model.l2_norm (λ > 0 makes it positive definite)")
-        synchronize(fit_device)
+        synchronize(device)
         t1, t2 = marks[0], time.perf_counter()
         B = symmetric_matrix(P)  # on the CPU: column tiles in P's own storage
         del P
@@ -110,7 +102,6 @@ class EASE(ItemItemRecommender):
             own = columns[a:b]  # the square block holding the diagonal entries of these columns
             columns.div_(-own.diagonal().clone())
             own.fill_diagonal_(0)
-        self.fit_info = {"gram_seconds": round(t1 - t0, 3), "inverse_seconds": round(t2 - t1, 3)}
-        self._finish_fit(B, ctx, fit_device, started)
-        console.info(f"EASE: XᵀX {t1 - t0:.2f} s, inverse {t2 - t1:.2f} s, "
-                     f"total {time.perf_counter() - started:.2f} s")
+        self.fit_info.update(gram_seconds=round(t1 - t0, 3), inverse_seconds=round(t2 - t1, 3))
+        console.debug(f"EASE: XᵀX {t1 - t0:.2f} s, inverse {t2 - t1:.2f} s")
+        return B

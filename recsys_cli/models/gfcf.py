@@ -23,18 +23,10 @@ from pydantic import Field
 from recsys_cli import console
 from recsys_cli.config.schema import ModelConfig
 from recsys_cli.errors import ConfigError
-from recsys_cli.models._closed_form import (
-    ItemItemRecommender,
-    column_blocks,
-    compute_dtype,
-    element_size,
-    format_bytes,
-    gram,
-    gram_memory_bytes,
-    plan_fit_device,
-    symmetric_matrix,
-    synchronize,
-)
+from recsys_cli.models._item_item import ItemItemRecommender
+from recsys_cli.models._linalg import element_size, gram, gram_memory_bytes, synchronize
+from recsys_cli.models._memory import format_bytes
+from recsys_cli.models._tiles import Matrix, column_blocks, symmetric_matrix
 from recsys_cli.models.base import FitContext
 from recsys_cli.models.registry import register
 
@@ -69,6 +61,7 @@ class GFCF(ItemItemRecommender):
     matrix_name: ClassVar[str] = "W"
     display_name: ClassVar[str] = "GF-CF"
     topk_by_abs: ClassVar[bool] = False
+    half_precision_note: ClassVar[str] = "a Cholesky factorisation in half precision is not accurate enough"
 
     def memory_estimate(self, R: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> tuple[int, str]:
         matrix, buffers = gram_memory_bytes(R, dtype, device)
@@ -81,26 +74,20 @@ class GFCF(ItemItemRecommender):
             "data and SVD"
         )
 
-    def fit(self, train: sp.csr_matrix, ctx: FitContext) -> None:
+    def describe(self) -> str:
+        return f"α = {self.config.alpha:g}, K = {self.config.num_factors}"
+
+    def compute_W(self, X: sp.csr_matrix, ctx: FitContext, device: torch.device, dtype: torch.dtype) -> Matrix:
         from sklearn.utils.extmath import randomized_svd
 
-        started = time.perf_counter()
-        dtype = compute_dtype(self.dtype, "GF-CF")
-        self.X = self.prepare_rows(train, dtype)
-        self.n_users, self.n_items = train.shape
         k = self.config.num_factors
-        if k > min(train.shape):
-            raise ConfigError(f"model.num_factors is {k} but the training matrix is {train.shape[0]} × "
-                              f"{train.shape[1]}", hint=f"use model.num_factors ≤ {min(train.shape)}")
-        R_norm, d_items = normalized_matrix(self.X)
-        fit_device = plan_fit_device("GF-CF", ctx, lambda dev: self.memory_estimate(R_norm, dtype, dev))
-        if fit_device.type == "mps":
-            fit_device = torch.device("cpu")
-        console.info(f"GF-CF: fitting {self.n_items:,} items on {fit_device} in {str(dtype).replace('torch.', '')} "
-                     f"(α = {self.config.alpha:g}, K = {k})")
+        if k > min(X.shape):
+            raise ConfigError(f"model.num_factors is {k} but the training matrix is {X.shape[0]} × "
+                              f"{X.shape[1]}", hint=f"use model.num_factors ≤ {min(X.shape)}")
+        R_norm, d_items = normalized_matrix(X)
         t0 = time.perf_counter()
-        W = symmetric_matrix(gram(R_norm, device=fit_device, dtype=dtype, full=False))
-        synchronize(fit_device)
+        W = symmetric_matrix(gram(R_norm, device=device, dtype=dtype, full=False))
+        synchronize(device)
         t1 = time.perf_counter()
         _, _, vt = randomized_svd(R_norm, n_components=k, random_state=ctx.seed % 2**32)
         t2 = time.perf_counter()
@@ -108,10 +95,10 @@ class GFCF(ItemItemRecommender):
         left = vt / torch.from_numpy(np.sqrt(d_items) + 1e-6)  # V_K D_I^{-1/2}
         right = vt * torch.from_numpy(np.sqrt(d_items))  # V_K D_I^{+1/2}
         # W += α (V_K D^{-1/2})ᵀ (V_K D^{+1/2}): a rank-K update in place, no second items² buffer
-        left, right = left.T.to(fit_device, dtype), right.to(fit_device, dtype)
+        left, right = left.T.to(device, dtype), right.to(device, dtype)
         for a, b, columns in column_blocks(W):
             columns.addmm_(left, right[:, a:b], alpha=self.config.alpha)
-        synchronize(fit_device)
-        self.fit_info = {"gram_seconds": round(t1 - t0, 3), "svd_seconds": round(t2 - t1, 3)}
-        self._finish_fit(W, ctx, fit_device, started)
-        console.info(f"GF-CF: R̃ᵀR̃ {t1 - t0:.2f} s, SVD {t2 - t1:.2f} s, total {time.perf_counter() - started:.2f} s")
+        synchronize(device)
+        self.fit_info.update(gram_seconds=round(t1 - t0, 3), svd_seconds=round(t2 - t1, 3))
+        console.debug(f"GF-CF: R̃ᵀR̃ {t1 - t0:.2f} s, SVD {t2 - t1:.2f} s")
+        return W

@@ -12,9 +12,18 @@ bias); ``init: default`` keeps PyTorch's (embeddings N(0, 0.1²) here, Linear Ka
 
 Training: every epoch visits every training interaction once in shuffled batches; each positive
 comes with ``num_negatives`` uniform negatives the user has not interacted with (vectorised
-:class:`~recsys_cli.training.sampling.NegativeSampler`); the loss is binary cross-entropy (on logits,
-the numerically stable form of sigmoid + BCE). ``training.batch_size`` counts samples, positives and
-negatives together.
+:class:`~recsys_cli.training.sampling.NegativeSampler`). ``training.batch_size`` counts samples,
+positives and negatives together. ``loss``:
+
+- ``bce``: binary cross-entropy on logits, positives labelled 1 and their negatives 0 (the seed's);
+- ``bpr``: −log σ(s(u, i⁺) − s(u, i⁻)) for each positive and each of its negatives (Rendle et al. 2009);
+- ``softmax``: sampled softmax over the batch (Yi et al., RecSys 2019). Every positive (u, i) is
+  scored against the items of all the batch's positives plus all its uniform negatives (``num_negatives``
+  per positive, 0 allowed); logits are s/τ − log q_j, where q_j is the probability that a candidate slot
+  holds item j (the mixture of the positives' item popularity and the uniform draw), so popular items
+  are not over-penalised for appearing often as negatives. Candidates that are the positive's own item
+  elsewhere in the batch are masked (accidental hits). Scores stay s(u, i): τ and log-Q only shape
+  the training loss.
 
 Scoring returns logits (the sigmoid does not change rankings) for all items of a block of users as
 tensor operations: variant 2 evaluates the item tower once per item (cached) and the user tower once
@@ -32,16 +41,18 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from recsys_cli.config.schema import ModelConfig
+from recsys_cli.errors import ResourceError
 from recsys_cli.models.registry import register
 from recsys_cli.training.engine import LOW_PRECISION, TrainableRecommender
 from recsys_cli.training.sampling import NegativeSampler
 
 PAIR_BLOCK_ELEMENTS = 1 << 21  # widest activation of a variant-1 scoring block (8 MiB in float32: cache-sized)
 ONE_LAYER_BLOCK_ELEMENTS = 1 << 18  # users × items of a one-hidden-layer scoring block on the CPU (1 MiB)
+VARIANT1_SOFTMAX_BYTES = 4 << 30  # cap on a variant-1 softmax batch's pair activations
 
 
 class TwoTowerConfig(ModelConfig):
@@ -51,10 +62,29 @@ class TwoTowerConfig(ModelConfig):
         [64, 32, 16], min_length=1,
         description="[L0, L1, ...]: embeddings of L0/2 per side, then Linear layers (the seed: [10, 5, 2, 2]).",
     )
-    num_negatives: int = Field(3, ge=1, description="Uniform negatives per training positive.")
+    num_negatives: int = Field(
+        3, ge=0, description="Uniform negatives per training positive (softmax: extra candidates shared by the batch; "
+        "bce and bpr need at least 1)."
+    )
+    loss: Literal["bce", "bpr", "softmax"] = Field(
+        "bce", description="bce: pointwise with uniform negatives; bpr: pairwise; softmax: in-batch sampled softmax "
+        "with the log-Q correction."
+    )
+    temperature: float = Field(1.0, gt=0, description="softmax: logits are divided by this.")
+    normalize: bool = Field(
+        False, description="variant 2: L2-normalise each tower's output (cosine similarity; pair with a temperature)."
+    )
     init: Literal["seed", "default"] = Field(
         "default", description="seed: N(0,1) embeddings and weights, U(0,1) output; default: PyTorch's."
     )
+
+    @model_validator(mode="after")
+    def _loss_needs(self) -> TwoTowerConfig:
+        if self.loss in ("bce", "bpr") and self.num_negatives < 1:
+            raise ValueError(f"loss {self.loss} needs num_negatives >= 1 (only softmax works from in-batch negatives)")
+        if self.normalize and self.variant != 2:
+            raise ValueError("normalize applies to variant 2's tower outputs; variant 1 has no towers")
+        return self
 
     @field_validator("layers")
     @classmethod
@@ -126,6 +156,7 @@ class TwoTower(TrainableRecommender):
         ok = self._sampler.has_negatives().numpy()[coo.row]
         self._pos_users = torch.from_numpy(coo.row[ok].astype(np.int64))
         self._pos_items = torch.from_numpy(coo.col[ok].astype(np.int64))
+        self._log_q = candidate_log_q(self._pos_items, self.n_items, self.config.num_negatives).to(self.device)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Logits of (user, item) pairs, pairwise (the training path and the reference for scoring)."""
@@ -136,8 +167,14 @@ class TwoTower(TrainableRecommender):
             # each tower runs once per distinct id, then the outputs are gathered.
             uu, u_at = torch.unique(users, return_inverse=True)
             ii, i_at = torch.unique(items, return_inverse=True)
-            h = self.user_tower(self.user_emb(uu))[u_at] * self.item_tower(self.item_emb(ii))[i_at]
+            user_side = self._tower(self.user_tower, self.user_emb(uu))
+            h = user_side[u_at] * self._tower(self.item_tower, self.item_emb(ii))[i_at]
         return self.out(h).squeeze(-1)
+
+    def _tower(self, tower: nn.Module, vectors: torch.Tensor) -> torch.Tensor:
+        """Variant 2: one side's tower output, L2-normalised when ``normalize`` is set."""
+        h = tower(vectors)
+        return F.normalize(h, dim=-1) if self.config.normalize else h
 
     # -- engine hooks -----------------------------------------------------------------------------
     def _positives_per_batch(self) -> int:
@@ -148,6 +185,8 @@ class TwoTower(TrainableRecommender):
 
     def epoch_batches(self, train: sp.csr_matrix, generator: torch.Generator) -> Iterator[Any]:
         k = self.config.num_negatives
+        if self.config.loss == "softmax" and self.config.variant == 1:
+            self._check_pair_activations()
         # The whole epoch's negatives in one call, drawn for the positives in CSR (user) order: the
         # sampler's membership test then walks the sorted training keys almost sequentially, ~5×
         # faster than for shuffled queries. Row j holds the j-th negative of every positive.
@@ -162,38 +201,74 @@ class TwoTower(TrainableRecommender):
             yield PairBatch((users.repeat(1 + k), torch.cat([items, negatives[:, idx].reshape(-1).long()]), labels),
                             positives=len(users))
 
+    def _check_pair_activations(self) -> None:
+        """Variant 1's softmax keeps P × C × L1 activations per batch: refuse a batch that cannot fit."""
+        p = min(self._positives_per_batch(), len(self._pos_users))
+        c = p * (1 + self.config.num_negatives)
+        need = p * c * self.config.layers[1] * 4 * 3  # the merged pre-activation, its ReLU and their gradient
+        if need > VARIANT1_SOFTMAX_BYTES:
+            raise ResourceError(
+                f"variant 1 with loss softmax would hold {need / 2**30:.1f} GiB of pair activations per batch "
+                f"({p:,} positives × {c:,} candidates × {self.config.layers[1]} units)",
+                hint=f"lower training.batch_size (now {self.training_config.batch_size}; 1024 needs "
+                     f"{1024 * 1024 * (1 + self.config.num_negatives) * self.config.layers[1] * 12 / 2**30:.2f} GiB) "
+                     "or use loss bce or bpr",
+            )
+
     def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         self._item_cache = None
         users, items, labels = (t.to(self.device, non_blocking=True) for t in batch)
-        if isinstance(batch, PairBatch):
-            logits = self._grouped_logits(users[: batch.positives], items.view(-1, batch.positives))
-        else:
-            logits = self(users, items)
-        if logits.dtype in LOW_PRECISION:
-            logits = logits.float()
+        if not isinstance(batch, PairBatch):  # plain (user, item, label) pairs: pointwise BCE only
+            if self.config.loss != "bce":
+                raise ValueError(f"loss {self.config.loss} needs the structured batches of epoch_batches")
+            return F.binary_cross_entropy_with_logits(self._float(self(users, items)), labels.float())
+        n = batch.positives
+        users, items = users[:n], items.view(-1, n)
+        if self.config.loss == "softmax":
+            candidates = items.reshape(-1)  # the batch's positives first, then every uniform negative
+            scores = self._float(self._all_pairs_logits(users, candidates))
+            return sampled_softmax_loss(scores, self._log_q.index_select(0, candidates), candidates,
+                                        self.config.temperature)
+        logits = self._float(self._grouped_logits(users, items))
+        if self.config.loss == "bpr":
+            return bpr_loss(logits[0], logits[1:])
         return F.binary_cross_entropy_with_logits(logits.reshape(-1), labels.to(logits.dtype))
+
+    @staticmethod
+    def _float(logits: torch.Tensor) -> torch.Tensor:
+        return logits.float() if logits.dtype in LOW_PRECISION else logits
+
+    def _sides(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-user and per-item parts of the pair logits, computed once per user and per catalogue item:
+        variant 1's halves of the merge Linear (W_u·u + b and W_i·i), variant 2's tower outputs.
+        Rows are read with ``index_select``, whose backward is an ``index_add_`` into the table
+        gradient (``nn.Embedding``'s dense backward sorts every index on the CPU first)."""
+        u = self.user_emb.weight.index_select(0, users)
+        if self.config.variant == 2:
+            return (self._tower(self.user_tower, u),
+                    self._tower(self.item_tower, self.item_emb.weight).index_select(0, items.reshape(-1)))
+        return self._user_half(u), self._item_half().index_select(0, items.reshape(-1))
+
+    def _combine(self, user_side: torch.Tensor, item_side: torch.Tensor) -> torch.Tensor:
+        """Logits from broadcastable user and item parts (the layers after the merge, or the product)."""
+        h = user_side * item_side if self.config.variant == 2 else self.mlp[1:](user_side + item_side)
+        return self.out(h).squeeze(-1)
 
     def _grouped_logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Logits of ``items[j, p]`` for ``users[p]`` (a (1+k) × P grid): the same maths as
         :meth:`forward` on the flattened pairs, with the per-user work done once per positive and the
-        per-item work once per catalogue item.
+        per-item work once per catalogue item (variant 1's first Linear on [u; i] is W_u·u + W_i·i + b)."""
+        user_side, item_side = self._sides(users, items)
+        return self._combine(user_side, item_side.view(*items.shape, -1))
 
-        Variant 1: the first Linear on [u; i] is W_u·u + W_i·i + b, so the user half runs on the P
-        users, the item half on the item table, and only the later layers run per pair. Variant 2:
-        the user tower runs on the P users, the item tower on the whole (small) item table, then
-        gathers. Rows are read with ``index_select``, whose backward is an ``index_add_`` into the
-        table gradient (``nn.Embedding``'s dense backward sorts every index on the CPU first)."""
-        flat = items.reshape(-1)
-        u = self.user_emb.weight.index_select(0, users)
+    def _all_pairs_logits(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Logits of every candidate item for every user (P × C), for the sampled softmax. Variant 2
+        is one matrix product; variant 1 runs the layers after the merge on all P·C pairs (a
+        P × C × L1 activation, kept for the backward pass: the cost docs/training.md gives)."""
+        user_side, item_side = self._sides(users, candidates)
         if self.config.variant == 2:
-            user_side = self.user_tower(u)  # (P, L)
-            item_side = self.item_tower(self.item_emb.weight).index_select(0, flat)
-            h = item_side.view(*items.shape, -1) * user_side
-        else:
-            user_part = self._user_half(u)  # (P, L1)
-            item_part = self._item_half().index_select(0, flat)
-            h = self.mlp[1:](item_part.view(*items.shape, -1) + user_part)
-        return self.out(h).squeeze(-1)
+            return torch.addmm(self.out.bias, user_side * self.out.weight[0], item_side.t())
+        return self._combine(user_side[:, None, :], item_side[None, :, :])
 
     def _user_half(self, user_vectors: torch.Tensor) -> torch.Tensor:
         """Variant 1's merge Linear on [u; i] is W_u·u + W_i·i + b: this is W_u·u + b, (users × L1)."""
@@ -211,7 +286,7 @@ class TwoTower(TrainableRecommender):
         # once per trained state: variant 2's item tower; variant 1's item half, feature-major
         # (L1 × items), the layout its scoring reads
         if self.config.variant == 2:
-            self._item_cache = self.item_tower(self.item_emb.weight)
+            self._item_cache = self._tower(self.item_tower, self.item_emb.weight)
         else:
             self._item_cache = self._item_half().t().contiguous()
 
@@ -224,7 +299,7 @@ class TwoTower(TrainableRecommender):
                     self.before_evaluation()
                 users = users.to(self.device)
                 if self.config.variant == 2:
-                    u = self.user_tower(self.user_emb(users)) * self.out.weight[0]
+                    u = self._tower(self.user_tower, self.user_emb(users)) * self.out.weight[0]
                     # the cache may come from a validation pass under autocast (half precision)
                     return u @ self._item_cache.to(u.dtype).t() + self.out.bias
                 return self._score_variant1(users)
@@ -290,3 +365,38 @@ class TwoTower(TrainableRecommender):
                                                           out=buf)
                 target.add_(buf)
         return out
+
+
+def candidate_log_q(pos_items: torch.Tensor, n_items: int, num_negatives: int) -> torch.Tensor:
+    """log q_j for every item: the probability that one candidate slot of a softmax batch holds item j.
+
+    A batch of P positives brings P in-batch candidates, drawn (by the shuffle) with the items'
+    frequency among the training positives, and k·P uniform negatives (probability 1/n_items each),
+    so q_j = (freq_j + k / n_items) / (1 + k) (Yi et al. 2019 estimate q_j by streaming; here the
+    frequencies are known exactly). Items that can never be a candidate get a finite floor."""
+    freq = torch.bincount(pos_items, minlength=n_items).double() / max(len(pos_items), 1)
+    q = (freq + num_negatives / n_items) / (1 + num_negatives)
+    return q.clamp_min(1e-30).log().float()
+
+
+def sampled_softmax_loss(scores: torch.Tensor, log_q: torch.Tensor, candidates: torch.Tensor,
+                         temperature: float) -> torch.Tensor:
+    """Mean over the P rows of −log softmax_c(scores[p, c] / τ − log q_c) at c = p.
+
+    ``scores`` is P × C: row p is the p-th positive's user against every candidate, whose first P
+    columns are the positives' own items (column p is row p's positive). Any other column holding
+    row p's positive item (the same item appearing twice in the batch) is an accidental hit and is
+    left out of that row's softmax."""
+    n = scores.shape[0]
+    # one new P × C tensor, then in place (neither step's backward needs its input or output)
+    logits = (scores * (1.0 / temperature)).sub_(log_q)
+    hits = candidates[None, :] == candidates[:n, None]
+    hits.diagonal().fill_(False)
+    logits.masked_fill_(hits, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(n, device=scores.device))
+
+
+def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """Mean of −log σ(s⁺ − s⁻) = softplus(s⁻ − s⁺) over every (positive, negative) pair;
+    ``positive`` is (P,), ``negative`` (k, P): row j holds each positive's j-th negative."""
+    return F.softplus(negative - positive).mean()

@@ -28,8 +28,27 @@ def write_log(run_dir: str | Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def write_curve(run_dir: str | Path, rows: list[dict[str, Any]], *, metric_name: str, title: str = "") -> Path | None:
-    """Loss (left axis) and validation metric (right axis) per epoch; the best epoch is marked."""
+def curve_title(run_dir: str | Path, model_name: str, metric_name: str) -> str:
+    """"<run folder> — <model> on <data set>": a curve saved on its own still says what it shows."""
+    import yaml
+
+    dataset = "?"
+    try:
+        config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8")) or {}
+        dataset = str(config.get("data", {}).get("dataset", "?"))
+    except (OSError, yaml.YAMLError, AttributeError):
+        pass
+    return f"{Path(run_dir).name}\n{model_name} on {dataset}: loss and validation {metric_name}"
+
+
+def write_curve(run_dir: str | Path, rows: list[dict[str, Any]], *, metric_name: str, title: str = "",
+                resumed_after: list[int] | tuple[int, ...] = (), formats: tuple[str, ...] | list[str] = ("png",),
+                ) -> Path | None:
+    """Loss (left axis) and validation metric (right axis) per epoch; the best epoch is marked.
+
+    ``resumed_after`` lists the epochs after which the run was resumed (a dashed line each);
+    ``formats`` are the files written besides nothing else: png, pdf, svg. Returns the first path.
+    """
     if not rows:
         return None
     import matplotlib
@@ -52,13 +71,26 @@ def write_curve(run_dir: str | Path, rows: list[dict[str, Any]], *, metric_name:
         ax2.axvline(best[0], color="gray", linestyle=":", linewidth=1)
         ax2.annotate(f"best {best[1]:.4f} @ {best[0]}", xy=best, xytext=(5, -12), textcoords="offset points",
                      fontsize=8)
-    ax.set_title(title or "training curve")
+    for epoch in resumed_after:
+        ax.axvline(epoch + 0.5, color="tab:red", linestyle="--", linewidth=1)
+        ax.annotate("resumed", xy=(epoch + 0.5, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                    textcoords="offset points", fontsize=8, color="tab:red")
+    ax.set_title(title or "training curve", fontsize=9)
     fig.tight_layout()
-    path = Path(run_dir) / CURVE_NAME
-    with atomic.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
+    paths = save_figure(fig, Path(run_dir) / CURVE_NAME, formats)
     plt.close(fig)
-    return path
+    return paths[0] if paths else None
+
+
+def save_figure(fig: Any, png_path: Path, formats: tuple[str, ...] | list[str] = ("png",)) -> list[Path]:
+    """Save a matplotlib figure atomically in each format (same stem as ``png_path``)."""
+    paths = []
+    for fmt in dict.fromkeys(formats):
+        path = png_path.with_suffix(f".{fmt}")
+        with atomic.atomic_path(path, suffix=f".{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt)
+        paths.append(path)
+    return paths
 
 
 def _is_number(value: Any) -> bool:

@@ -40,7 +40,10 @@ class TrainingHook:
 
 
 class TrainingStopped(Exception):
-    """Raised inside the engine when a hook asks to stop; carries the hook's reason."""
+    """Raised from inside an epoch (a model's ``train_epoch``) to stop the fit at once; carries the reason.
+
+    The engine records the reason and keeps the epochs completed before (the interrupted epoch is
+    not logged or checkpointed). A reason returned by ``on_validation`` needs no exception."""
 
     def __init__(self, reason: str):
         super().__init__(reason)

@@ -1,0 +1,86 @@
+"""Where a study lives: Optuna's journal file in the study folder, or a database every machine shares.
+
+Workers take a lock around "count the trials, ask for one more", so that however many workers (or
+machines) share a study, together they start exactly the requested number of trials: a file lock
+for the journal file, a PostgreSQL advisory lock for a PostgreSQL study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from recsys_cli.errors import ConfigError
+from recsys_cli.redact import redact
+
+JOURNAL = "journal.log"
+ENV_STORAGE = "RECSYS_TUNE_STORAGE"
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here (SQLAlchemy's bare default is psycopg2, which we do not ship)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def is_postgres(url: str | None) -> bool:
+    return bool(url) and url.split("://", 1)[0].split("+")[0] in ("postgresql", "postgres")
+
+
+def open_storage(url: str | None, study_dir: Path) -> Any:
+    import optuna
+
+    if not url:
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(study_dir / JOURNAL)))
+    if "://" not in url:
+        raise ConfigError(f"--storage {url!r} is not a database URL",
+                          hint="e.g. postgresql://user@host:5432/db (leave it out for a journal file in the study folder)")
+    try:
+        return optuna.storages.RDBStorage(normalise_url(url))
+    except ImportError as exc:
+        raise ConfigError(f"--storage {redact(url)} needs a database driver ({exc.name} is missing)",
+                          hint="pip install 'recsys-cli[distributed]'") from None
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "cannot reach the study"
+        first = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        raise ConfigError(f"cannot open the study storage {redact(url)}: {first}",
+                          hint="check the host, port, database and credentials (~/.pgpass or PGPASSWORD)") from None
+
+
+_ENGINES: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def ask_lock(url: str | None, study_dir: Path, name: str) -> Iterator[None]:
+    """The lock ``name``: held while a worker counts the trials and asks for one more, or creates the study."""
+    if is_postgres(url):
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        engine = _ENGINES.get(url) or _ENGINES.setdefault(url, sqlalchemy.create_engine(normalise_url(url),
+                                                                                      poolclass=NullPool))
+        key = int.from_bytes(hashlib.sha256(f"recsys-tune:{name}".encode()).digest()[:8], "big", signed=True)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        return
+    # journal file, or another database shared by the workers of this machine only
+    study_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(study_dir / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -1,0 +1,394 @@
+"""A study: its folder, its Optuna study, the worker loop, and ``tune`` that runs them and reports.
+
+Layout::
+
+    runs/<UTC time>-<name>-tune/
+        study.yaml   the config with its search section     study.json  name, storage (masked), trials
+        journal.log  Optuna's journal (default storage)      trials/     one ordinary run per trial
+        trials.csv   number, state, value, params, seconds   best.yaml   the best config, ready to run
+        plots/       optimisation history, importances, slices          refit-…/  best config on test
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+
+from recsys_cli import atomic, console
+from recsys_cli.config import Config, to_yaml
+from recsys_cli.errors import ConfigError, RecsysError
+from recsys_cli.redact import redact
+from recsys_cli.tuning import space
+from recsys_cli.tuning.objective import TrialOutcome, run_trial
+from recsys_cli.tuning.storage import ENV_STORAGE, ask_lock, open_storage
+
+STUDY_JSON = "study.json"
+STUDY_YAML = "study.yaml"
+
+
+@dataclass
+class TuneOutcome:
+    study_dir: Path
+    study_name: str
+    trials: int  # trials that count toward the budget
+    states: dict[str, int]
+    best_value: float | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    best_run_dir: Path | None = None
+    best_yaml: Path | None = None
+    refit_run_dir: Path | None = None
+    refit_metrics: Any = None
+    interrupted: bool = False
+
+
+# -- the study's identity and folder ---------------------------------------------------------------
+def study_yaml(config: Config) -> str:
+    """The config with its search section: what every worker (on every machine) reads."""
+    data = yaml.safe_load(to_yaml(config))
+    data["search"] = config.search.model_dump(mode="json", exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def default_study_name(config: Config) -> str:
+    text = study_yaml(config)
+    data = yaml.safe_load(text)
+    data["experiment"].pop("runs_dir", None)
+    data["data"].pop("data_dir", None)
+    data["search"].pop("trials", None)  # asking for more trials continues the same study
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{config.experiment.name}-{digest}"
+
+
+def locate_study_dir(config: Config, study_name: str) -> Path:
+    """The newest folder of this study under the runs folder (so rerunning resumes), else a new one."""
+    from recsys_cli.rundir import run_label
+
+    runs_dir = Path(config.experiment.runs_dir)
+    label = run_label(config)  # the name, and the model and data set when it does not say them
+    for path in sorted(runs_dir.glob(f"*-{label}-tune"), reverse=True):
+        try:
+            if json.loads((path / STUDY_JSON).read_text()).get("study_name") == study_name:
+                return path
+        except (OSError, ValueError):
+            continue
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = runs_dir / f"{stamp}-{label}-tune"
+    path.mkdir(parents=True, exist_ok=True)  # two commands started in the same second share it
+    return path
+
+
+# -- Optuna objects --------------------------------------------------------------------------------
+def make_sampler(config: Config, worker: int = 0) -> Any:
+    import optuna
+
+    search = config.search
+    seed = (search.seed if search.seed is not None else config.experiment.seed) + worker
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if search.sampler == "grid":
+        return _GridSampler(space.grid(search.space), seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(search.startup_trials, 1))
+
+
+def _grid_sampler_class() -> type:
+    import optuna
+
+    class GridSampler(optuna.samplers.GridSampler):
+        """Optuna's grid sampler without its study.stop() at the end (it only works inside optimize());
+        the worker loop already stops at the grid's size."""
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return GridSampler
+
+
+def _GridSampler(*args: Any, **kwargs: Any) -> Any:
+    return _grid_sampler_class()(*args, **kwargs)
+
+
+def make_pruner(config: Config) -> Any:
+    import optuna
+
+    search = config.search
+    if search.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if search.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, search.warmup_epochs),
+                                              max_resource=config.training.epochs)
+    return optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=search.warmup_epochs)
+
+
+def open_study(config: Config, study_name: str, storage_url: str | None, study_dir: Path, *, worker: int = 0) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # machines starting together would race to create Optuna's tables and the study: one at a time
+    with ask_lock(storage_url, study_dir, "create"):
+        return optuna.create_study(
+            study_name=study_name, storage=open_storage(storage_url, study_dir),
+            sampler=make_sampler(config, worker), pruner=make_pruner(config), direction=config.search.direction,
+            load_if_exists=True,
+        )
+
+
+def budget(config: Config) -> int:
+    """Trials to run: search.trials, or the grid's size when that is smaller."""
+    n = config.search.trials
+    if config.search.sampler == "grid":
+        sizes = [len(v) for v in space.grid(config.search.space).values()]
+        n = min(n, int(__import__("math").prod(sizes)))
+    return n
+
+
+def counted(trials: list[Any]) -> list[Any]:
+    """Trials that use up the budget: all but those a Ctrl-C (or a killed worker) cut short."""
+    return [t for t in trials if not t.user_attrs.get("interrupted")]
+
+
+def reclaim_orphans(study: Any) -> int:
+    """Mark RUNNING trials of dead workers on this machine as interrupted, so a rerun redoes them."""
+    import optuna
+
+    host = socket.gethostname()
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = str(t.user_attrs.get("worker", ""))
+        name, _, pid = worker.rpartition(":")
+        if name == host and pid.isdigit() and not _alive(int(pid)):
+            optuna.trial.Trial(study, t._trial_id).set_user_attr("interrupted", True)
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            n += 1
+    return n
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- the worker loop -------------------------------------------------------------------------------
+def work(config: Config, study_name: str, storage_url: str | None, study_dir: Path, *, worker: int = 0,
+         threads: int | None = None, on_trial: Callable[[Any, TrialOutcome], None] | None = None) -> int:
+    """Ask, run and tell trials until the study has its budget (or the timeout passed); returns trials run."""
+    import optuna
+
+    study = open_study(config, study_name, storage_url, study_dir, worker=worker)
+    n_trials = budget(config)
+    deadline = time.monotonic() + config.search.timeout if config.search.timeout else None
+    done = 0
+    while deadline is None or time.monotonic() < deadline:
+        with ask_lock(storage_url, study_dir, study_name):
+            if len(counted(study.get_trials(deepcopy=False))) >= n_trials:
+                break
+            trial = study.ask()
+        try:
+            outcome = run_trial(trial, config, study_dir, threads=threads)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        if outcome.state == "complete":
+            study.tell(trial, outcome.value)
+        elif outcome.state == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        done += 1
+        if on_trial is not None:
+            on_trial(study, outcome)
+    return done
+
+
+# -- tune: the whole command -----------------------------------------------------------------------
+def tune(config: Config, *, trials: int | None = None, jobs: int = 1, storage: str | None = None,
+         study: str | None = None, refit: str = "train") -> TuneOutcome:
+    """Run (or resume) the study of ``config.search``, then write the report, best.yaml and the refit."""
+    from recsys_cli.tuning import report
+
+    if not config.search.space:
+        raise ConfigError("the config has no search.space", hint="add a search: section (see configs/search/)")
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs} must be at least 1")
+    if refit not in ("train", "train+val", "none"):
+        raise ConfigError(f"--refit {refit!r} is not one of train, train+val, none")
+    if trials is not None:
+        config = config.model_copy(update={"search": config.search.model_copy(update={"trials": trials})})
+    _warn_metric_mismatch(config)
+    study_name = study or default_study_name(config)
+    study_dir = locate_study_dir(config, study_name)
+    atomic.write_text(study_dir / STUDY_YAML, study_yaml(config))
+    atomic.write_json(study_dir / STUDY_JSON, {
+        "study_name": study_name, "storage": redact(storage) if storage else f"journal file {study_dir / 'journal.log'}",
+        "trials": config.search.trials, "metric": config.search.metric, "direction": config.search.direction,
+        "command_line": redact(shlex.join(sys.argv)), "updated": dt.datetime.now(dt.UTC).isoformat(),
+    })
+    console.info(f"study {study_name} in {study_dir} ({redact(storage) if storage else 'journal file'})")
+    _prepare_data(config)
+    optuna_study = open_study(config, study_name, storage, study_dir)
+    if (n := reclaim_orphans(optuna_study)):
+        console.warn(f"{n} trial(s) of workers that died were marked interrupted; they will be rerun")
+    n_trials = budget(config)
+    interrupted = False
+    with terminate_as_interrupt(), _Progress(n_trials) as bar:
+        bar.update(optuna_study)
+        try:
+            _workers(config, study_name, storage, study_dir, jobs, bar, optuna_study)
+        except KeyboardInterrupt:
+            interrupted = True
+    outcome = report.finish(optuna_study, config, study_dir, n_trials=n_trials,
+                            refit=None if interrupted else refit)
+    outcome.interrupted = interrupted
+    if interrupted:
+        raise RecsysError(f"interrupted (Ctrl-C or SIGTERM) with {outcome.trials} of {n_trials} trials done",
+                          hint=f"rerun the same command to resume the study in {study_dir}", exit_code=2)
+    return outcome
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler ending the job, ``kill``) stops the study like Ctrl-C: cleanly, resumable."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _warn_metric_mismatch(config: Config) -> None:
+    """Trainable models report their early-stopping value to the pruner: say so when it is another metric."""
+    from recsys_cli.models.registry import get_model_class
+
+    es = config.training.early_stopping
+    if getattr(get_model_class(config.model.name), "trainable", False) and \
+            f"{es.metric.upper()}@{es.cutoff}" != config.search.metric:
+        console.warn(f"the pruner sees training.early_stopping's {es.metric.upper()}@{es.cutoff} while the study "
+                     f"optimises {config.search.metric}; set training.early_stopping.metric and cutoff to match")
+
+
+def _prepare_data(config: Config) -> None:
+    """Download and split once, before any worker starts, so that workers never race to write the split."""
+    from recsys_cli.tasks.recommendation import prepare_split
+
+    prepare_split(config)
+
+
+def _workers(config: Config, study_name: str, storage: str | None, study_dir: Path, jobs: int,
+                  bar: _Progress, study: Any) -> None:
+    """``jobs`` workers on this machine, each with its share of the CPU threads (or its own GPU).
+
+    This process is worker 0 (no start-up to wait for); workers 1 … jobs−1 are fresh processes.
+    """
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    procs: list[subprocess.Popen] = []
+    for i in range(1, jobs):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                   OPENBLAS_NUM_THREADS=str(threads), RECSYS_NO_PROGRESS="1")
+        env.pop(ENV_STORAGE, None)
+        if storage:
+            env[ENV_STORAGE] = storage  # the URL travels in the environment, never on a command line
+        if n_gpus > 1:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % n_gpus)
+        log = open(study_dir / f"worker-{i}.log", "ab")  # noqa: SIM115 - the child keeps its own copy
+        cmd = [sys.executable, "-m", "recsys_cli.tuning.worker", str(study_dir), "--worker", str(i),
+               "--threads", str(threads)]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+    try:
+        with console.muted():  # trials write their own logs; the terminal shows the progress bar
+            work(config, study_name, storage, study_dir, worker=0, threads=threads,
+                 on_trial=lambda s, _o: bar.update(s))
+        while any(p.poll() is None for p in procs):
+            bar.update(study)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        for p in procs:  # a terminal's Ctrl-C reached them too; SIGTERM also reaches background ones
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
+    bar.update(study)
+    failed = [i for i, p in enumerate(procs, start=1) if p.returncode != 0]
+    if failed:
+        i = failed[0]
+        tail = (study_dir / f"worker-{i}.log").read_text(errors="replace").strip().splitlines()[-1:]
+        raise RecsysError(f"tuning worker {i} exited with code {procs[i - 1].returncode}"
+                          + (f": {tail[0]}" if tail else ""), hint=f"see {study_dir}/worker-{i}.log", exit_code=1)
+
+
+class _Progress:
+    """Trials done of the budget, with the best value so far."""
+
+    def __init__(self, total: int):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.total = total
+        self.progress = Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[best]}"), TimeElapsedColumn(),
+                                 console=console.console, transient=True, disable=not console.progress_enabled())
+        self.task = self.progress.add_task("trials", total=total, best="")
+        self.seen = 0
+
+    def __enter__(self) -> Self:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, study: Any) -> None:
+        import optuna
+
+        trials = [t for t in counted(study.get_trials(deepcopy=False)) if t.state.is_finished()]
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+        best = ""
+        if complete:
+            pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+            best = f"best {pick(t.value for t in complete):.6g}"
+        self.progress.update(self.task, completed=min(len(trials), self.total), best=best)
+        for t in trials[self.seen:]:
+            if t.state == optuna.trial.TrialState.FAIL:  # printed past console.muted(): the user must see it
+                console.console.print(f"warning: trial {t.number} failed: {t.user_attrs.get('message', '?')}",
+                                      style="yellow", markup=False, highlight=False)
+        self.seen = max(self.seen, len(trials))

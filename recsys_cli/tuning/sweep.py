@@ -1,0 +1,85 @@
+"""``recsys sweep``: every combination of a few values (and seeds) as an ordinary run, then a leaderboard.
+
+A plain product, not a study: nothing is chosen, every run is evaluated as its config says (test by
+default), and ``recsys compare`` over the sweep folder gives the same leaderboard.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recsys_cli import console, experiment
+from recsys_cli.config import Config
+from recsys_cli.config.search import SearchParam, check_space
+from recsys_cli.errors import ConfigError
+from recsys_cli.tuning import space
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """``["model.l2_norm=10,100", "model.implicit=true,false"]`` → {key: [values]} (YAML scalars)."""
+    grid: dict[str, list[Any]] = {}
+    for text in items:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or not key or not raw.strip():
+            raise ConfigError(f"--grid {text!r} is not KEY=V1,V2,...", hint="e.g. --grid model.l2_norm=10,100,1000")
+        try:
+            values = yaml.safe_load(f"[{raw}]")
+        except yaml.YAMLError:
+            raise ConfigError(f"--grid {text!r}: cannot read the values", hint="comma-separated YAML scalars") from None
+        if key in grid:
+            raise ConfigError(f"--grid {key} is given twice", hint="list all its values in one --grid")
+        grid[key] = values
+    return grid
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r} is not a comma-separated list of integers", hint="e.g. --seeds 0,1,2") from None
+
+
+def sweep(config: Config, grid: dict[str, list[Any]], *, seeds: list[int] | None = None) -> tuple[Path, Any]:
+    """Run every combination under ``runs/<time>-<name>-sweep/``; returns the folder and the leaderboard."""
+    from recsys_cli.evaluation.compare import (
+        leaderboard,
+        print_leaderboard,
+        write_leaderboard,
+    )
+    from recsys_cli.rundir import RunDirectory, run_label
+
+    if not grid and not seeds:
+        raise ConfigError("nothing to sweep", hint="give --grid KEY=V1,V2 and/or --seeds 0,1,2")
+    checked = {k: SearchParam(type="categorical", choices=v) for k, v in grid.items()}
+    check_space(config.model_copy(update={"search": config.search.model_copy(update={"space": checked})}))
+    keys = list(grid)
+    combos = list(itertools.product(*(grid[k] for k in keys))) or [()]
+    seed_list = seeds or [config.experiment.seed]
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = Path(config.experiment.runs_dir) / f"{stamp}-{run_label(config)}-sweep"
+    folder.mkdir(parents=True)
+    total = len(combos) * len(seed_list)
+    console.info(f"sweep of {total} runs into {folder}")
+    runs, labels = [], {}
+    for i, (combo, seed) in enumerate(itertools.product(combos, seed_list), start=1):
+        params = dict(zip(keys, combo, strict=True))
+        run_config = space.apply(config, params, **{"experiment.seed": seed, "experiment.runs_dir": str(folder)})
+        console.info(f"[{i}/{total}] {params or ''} seed {seed}")
+        with console.muted():  # each run keeps its own log.txt
+            result = experiment.run(run_config)
+        runs.append(RunDirectory.open(result.run_dir))
+        labels[result.run_dir.name] = {**params, "seed": seed}
+    table = leaderboard(runs)
+    for j, key in enumerate([*keys, "seed"]):  # what each run swept, beside its name
+        table.insert(1 + j, key, table["run"].map(lambda name, key=key: labels.get(name, {}).get(key)))
+    write_leaderboard(table, folder / "compare.csv")
+    print_leaderboard(table)
+    return folder, table
