@@ -256,7 +256,8 @@ def test_sigterm_stops_two_workers_cleanly_and_the_rerun_finishes_the_study(runs
     study_dir = next(runs_dir.glob("*-syn-ease-synthetic-tune"))
     first = pd.read_csv(study_dir / "trials.csv")
     done = int((first["state"] == "complete").sum())
-    assert 3 <= done < 40 and set(first["state"]) <= {"complete", "interrupted"}
+    # a trial writes trial.json just before it is told, so the third may have been cut short
+    assert 1 <= done < 40 and set(first["state"]) <= {"complete", "interrupted"}
     assert not (study_dir / "worker-1.log").read_text().count("Traceback")
 
     outcome = tune(load_config(path), trials=done + 2, refit="none")  # the rerun, asking for two more
@@ -351,11 +352,15 @@ def test_sweep_runs_every_combination_and_seed(runs_dir, tmp_path):
                                  "model.implicit=true,false", "--seeds", "1,2", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    runs = out["runs"]
-    assert len(runs) == 8
-    combos = {(r["model.l2_norm"], r["model.implicit"], r["seed"]) for r in runs}
-    assert combos == {(lam, imp, s) for lam in (10, 1000) for imp in (True, False) for s in (1, 2)}
-    assert (Path(out["sweep_dir"]) / "compare.csv").is_file()
+    rows = out["runs"]  # one row per combination, its two seeds grouped
+    assert len(rows) == 4 and all(r["seeds"] == "1,2" for r in rows)
+    assert {(r["model.l2_norm"], r["model.implicit"]) for r in rows} == {
+        (lam, imp) for lam in (10, 1000) for imp in (True, False)}
+    folder = Path(out["sweep_dir"])
+    assert len([p for p in folder.iterdir() if not p.is_symlink() and (p / "metrics.csv").is_file()]) == 8
+    assert (folder / "compare.csv").is_file() and (folder / "compare.md").is_file()
+    ndcg = [r["NDCG@10"] for r in rows]
+    assert ndcg == sorted(ndcg, reverse=True)  # best first
 
 
 def test_sweep_grid_parsing_and_bad_keys():

@@ -11,6 +11,8 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,13 +36,49 @@ def is_postgres(url: str | None) -> bool:
     return bool(url) and url.split("://", 1)[0].split("+")[0] in ("postgresql", "postgres")
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while the study's storage is written or read: a journal lock is never
+    left half released, a trial never asked and lost nor half told. They land when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _deferring(storage: Any) -> Any:
+    """Every public method of ``storage`` runs with signals deferred (the storage's own locks are files
+    and rows that an exception in the middle of a call would leave behind)."""
+    for name in dir(storage):
+        method = getattr(storage, name, None)
+        if name.startswith("_") or not callable(method):
+            continue
+
+        def wrapped(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
+            with signals_deferred():
+                return __method(*args, **kwargs)
+
+        setattr(storage, name, wrapped)
+    return storage
+
+
 def open_storage(url: str | None, study_dir: Path) -> Any:
+    return _deferring(_open_storage(url, study_dir))
+
+
+def _open_storage(url: str | None, study_dir: Path) -> Any:
     import optuna
 
     if not url:
-        from optuna.storages.journal import JournalFileBackend
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(study_dir / JOURNAL)))
+        path = str(study_dir / JOURNAL)
+        return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
     if "://" not in url:
         raise ConfigError(f"--storage {url!r} is not a database URL",
                           hint="e.g. postgresql://user@host:5432/db (leave it out for a journal file in the study folder)")

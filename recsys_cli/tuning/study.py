@@ -37,6 +37,7 @@ from recsys_cli.redact import redact
 from recsys_cli.tuning import space
 from recsys_cli.tuning.objective import TrialOutcome, run_trial
 from recsys_cli.tuning.storage import ENV_STORAGE, ask_lock, open_storage
+from recsys_cli.tuning.storage import signals_deferred as _signals_deferred
 
 STUDY_JSON = "study.json"
 STUDY_YAML = "study.yaml"
@@ -198,23 +199,24 @@ def work(config: Config, study_name: str, storage_url: str | None, study_dir: Pa
     n_trials = budget(config)
     deadline = time.monotonic() + config.search.timeout if config.search.timeout else None
     done = 0
+    states = {"complete": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
+              "failed": optuna.trial.TrialState.FAIL}
     while deadline is None or time.monotonic() < deadline:
-        with ask_lock(storage_url, study_dir, study_name):
-            if len(counted(study.get_trials(deepcopy=False))) >= n_trials:
-                break
-            trial = study.ask()
+        trial = None
         try:
+            with _signals_deferred(), ask_lock(storage_url, study_dir, study_name):
+                if len(counted(study.get_trials(deepcopy=False))) >= n_trials:
+                    break
+                trial = study.ask()
             outcome = run_trial(trial, config, study_dir, threads=threads)
         except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            if trial is not None:
+                with _signals_deferred():
+                    trial.set_user_attr("interrupted", True)
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
-        if outcome.state == "complete":
-            study.tell(trial, outcome.value)
-        elif outcome.state == "pruned":
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        with _signals_deferred():  # a Ctrl-C now lands after the tell: the trial keeps its result
+            study.tell(trial, outcome.value if outcome.state == "complete" else None, state=states[outcome.state])
         done += 1
         if on_trial is not None:
             on_trial(study, outcome)
@@ -266,21 +268,20 @@ def tune(config: Config, *, trials: int | None = None, jobs: int = 1, storage: s
     return outcome
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (a scheduler ending the job, ``kill``) stops the study like Ctrl-C: cleanly, resumable."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    main = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _warn_metric_mismatch(config: Config) -> None:

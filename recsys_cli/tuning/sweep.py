@@ -48,12 +48,13 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 
 def sweep(config: Config, grid: dict[str, list[Any]], *, seeds: list[int] | None = None) -> tuple[Path, Any]:
-    """Run every combination under ``runs/<time>-<name>-sweep/``; returns the folder and the leaderboard."""
-    from recsys_cli.evaluation.compare import (
-        leaderboard,
-        print_leaderboard,
-        write_leaderboard,
-    )
+    """Run every combination under ``runs/<time>-<name>-sweep/``; returns the folder and the leaderboard.
+
+    The leaderboard is ``recsys compare``'s: one row per combination (its seeds grouped, mean and sd),
+    the swept keys as columns, best first; written as compare.csv and compare.md in the folder.
+    """
+    from recsys_cli.evaluation import compare_tables
+    from recsys_cli.evaluation.compare import compare
     from recsys_cli.rundir import RunDirectory, run_label
 
     if not grid and not seeds:
@@ -68,7 +69,7 @@ def sweep(config: Config, grid: dict[str, list[Any]], *, seeds: list[int] | None
     folder.mkdir(parents=True)
     total = len(combos) * len(seed_list)
     console.info(f"sweep of {total} runs into {folder}")
-    runs, labels = [], {}
+    runs = []
     for i, (combo, seed) in enumerate(itertools.product(combos, seed_list), start=1):
         params = dict(zip(keys, combo, strict=True))
         run_config = space.apply(config, params, **{"experiment.seed": seed, "experiment.runs_dir": str(folder)})
@@ -76,10 +77,8 @@ def sweep(config: Config, grid: dict[str, list[Any]], *, seeds: list[int] | None
         with console.muted():  # each run keeps its own log.txt
             result = experiment.run(run_config)
         runs.append(RunDirectory.open(result.run_dir))
-        labels[result.run_dir.name] = {**params, "seed": seed}
-    table = leaderboard(runs)
-    for j, key in enumerate([*keys, "seed"]):  # what each run swept, beside its name
-        table.insert(1 + j, key, table["run"].map(lambda name, key=key: labels.get(name, {}).get(key)))
-    write_leaderboard(table, folder / "compare.csv")
-    print_leaderboard(table)
-    return folder, table
+    comparison = compare(runs, keep_all=True)
+    files = [p for fmt, name in (("csv", "compare.csv"), ("md", "compare.md"))
+             for p in compare_tables.write(comparison, fmt, folder / name, force=True)]
+    compare_tables.print_table(comparison, files)
+    return folder, comparison.table()
