@@ -75,7 +75,13 @@ def check_constructed(model_cls: Any, config: Any, dtype: Any, batch_size: int, 
 
 
 def check_trainable(model: Any, train: Any, batch_size: int, budget: int | None) -> None:
-    if budget is None:
+    """Refuse a trainable model whose plan exceeds the budget, before anything is allocated.
+
+    Only models built by the training engine have a plan (their ``build`` runs on the meta device);
+    any other model that trains (a user's own ``fit`` loop) is left to its own checks."""
+    from recsys_cli.training.engine import TrainableRecommender
+
+    if budget is None or not isinstance(model, TrainableRecommender):
         return
     need, detail = trainable_plan(model, train, batch_size)
     require(model.name, need, budget, detail=detail,
