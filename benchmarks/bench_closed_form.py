@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from zipf import ml10m_like_split as synthetic_split  # noqa: E402  (benchmarks/zipf.py, beside this script)
+
 from recsys_cli.devices import current_rss_bytes, peak_rss_bytes  # noqa: E402  (VmRSS / VmHWM on Linux)
 
 FULL = dict(users=69_878, items=10_681, interactions=8_000_000)

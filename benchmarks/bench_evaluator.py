@@ -37,11 +37,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from zipf import keys_to_csr, zipf_keys  # noqa: E402  (benchmarks/zipf.py, beside this script)
+
 from recsys_cli import atomic  # noqa: E402
 from recsys_cli.evaluation import evaluate  # noqa: E402
 from recsys_cli.evaluation.per_user import file_name  # noqa: E402
 from recsys_cli.models.base import Recommender  # noqa: E402
-from zipf import keys_to_csr, zipf_keys  # noqa: E402  (benchmarks/zipf.py, beside this script)
 
 FULL = dict(users=69_878, items=10_681, train=10_000_000, test=2_000_000)
 QUICK = dict(users=7_000, items=2_000, train=1_000_000, test=200_000)

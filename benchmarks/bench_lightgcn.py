@@ -31,13 +31,13 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
+from zipf import keys_to_csr, zipf_keys  # benchmarks/zipf.py, beside this script
 
 from recsys_cli.config.schema import EarlyStoppingConfig, TrainingConfig
 from recsys_cli.devices import peak_rss_bytes, resolve_device
 from recsys_cli.models.base import FitContext
 from recsys_cli.models.lightgcn import LightGCN, LightGCNConfig
 from recsys_cli.training import Trainer
-from zipf import keys_to_csr, zipf_keys  # benchmarks/zipf.py, beside this script
 
 ML1M = (6040, 3706, 640_000)
 ML10M = (69_878, 10_677, 6_400_034)

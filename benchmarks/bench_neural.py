@@ -36,6 +36,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from zipf import keys_to_csr, zipf_keys  # noqa: E402  (benchmarks/zipf.py, beside this script)
+
 from recsys_cli.config.schema import TrainingConfig  # noqa: E402
 from recsys_cli.evaluation import evaluate  # noqa: E402
 from recsys_cli.evaluation.evaluator import block_size_for  # noqa: E402
@@ -45,7 +47,6 @@ from recsys_cli.models.multvae import MultVAE, MultVAEConfig  # noqa: E402
 from recsys_cli.models.two_tower import TwoTower, TwoTowerConfig  # noqa: E402
 from recsys_cli.training import Trainer  # noqa: E402
 from recsys_cli.training.sampling import NegativeSampler  # noqa: E402
-from zipf import keys_to_csr, zipf_keys  # noqa: E402  (benchmarks/zipf.py, beside this script)
 
 DEVICE = torch.device("cpu")  # --device replaces it
 

@@ -36,11 +36,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_evaluator import FULL, QUICK, synthetic_split  # noqa: E402  (the evaluator benchmark's data, beside this script)
+
 from recsys_cli.evaluation import evaluate  # noqa: E402
 from recsys_cli.evaluation.evaluator import score_block  # noqa: E402
 from recsys_cli.evaluation.recommend import to_table, top_k, write_table  # noqa: E402
 from recsys_cli.models.ease import EASE, EASEConfig  # noqa: E402
-from bench_evaluator import FULL, QUICK, synthetic_split  # noqa: E402  (the evaluator benchmark's data, beside this script)
+
 
 def random_ease(train: sp.csr_matrix, seed: int = 0) -> EASE:
     gen = torch.Generator().manual_seed(seed)

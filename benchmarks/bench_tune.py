@@ -33,10 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from recsys_cli import console, experiment
-from recsys_cli.config import load_config
-from recsys_cli.tuning import space, tune
-from recsys_cli.tuning.objective import trial_config
+from recsys_cli import console, experiment  # noqa: E402 - after the sys.path line, as a script
+from recsys_cli.config import load_config  # noqa: E402 - after the sys.path line, as a script
+from recsys_cli.tuning import space, tune  # noqa: E402 - after the sys.path line, as a script
+from recsys_cli.tuning.objective import trial_config  # noqa: E402 - after the sys.path line, as a script
 
 
 def _config(args, runs: Path, name: str):

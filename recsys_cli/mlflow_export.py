@@ -139,7 +139,7 @@ def digest(run_path: Path) -> str:
 def _millis(stamp: str | None) -> int | None:
     for fmt in ("%Y%m%dT%H%M%SZ", "%Y-%m-%dT%H:%M:%SZ"):
         try:
-            return int(dt.datetime.strptime(stamp or "", fmt).replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
+            return int(dt.datetime.strptime(stamp or "", fmt).replace(tzinfo=dt.UTC).timestamp() * 1000)
         except ValueError:
             continue
     return None

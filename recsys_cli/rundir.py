@@ -37,7 +37,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def git_commit(path: Path = PROJECT_ROOT) -> str | None:
@@ -122,7 +122,7 @@ class RunDirectory:
     @classmethod
     def create(cls, config: Config, *, runs_dir: Path | None = None) -> RunDirectory:
         runs_dir = Path(runs_dir or config.experiment.runs_dir)
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         base = f"{stamp}-{run_label(config)}-{config_hash(config)}"
         runs_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(1000):

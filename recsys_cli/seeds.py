@@ -89,7 +89,7 @@ class SeedGroup:
 
 def _group_dir(config: Config) -> Path:
     runs_dir = Path(config.experiment.runs_dir)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     for attempt in range(1000):
         path = runs_dir / f"{stamp}-{config.experiment.name}-seeds{'' if attempt == 0 else f'-{attempt + 1}'}"
         try:

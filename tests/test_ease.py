@@ -265,9 +265,7 @@ def test_scoring_placement_rules():
 def test_item_item_models_ask_for_the_course_block_on_the_cpu(monkeypatch):
     import scipy.sparse as sp_
 
-    from recsys_cli.evaluation import evaluator
-
-    from recsys_cli.evaluation import evaluate
+    from recsys_cli.evaluation import evaluate, evaluator
     from recsys_cli.models.base import FitContext
     from recsys_cli.models.ease import EASE, EASEConfig
 

@@ -219,7 +219,8 @@ def test_shipped_configs_beat_toppop_clearly_on_the_synthetic_data_set(config, t
     metric = [float(r["val_metric"]) for r in csv.DictReader((result.run_dir / "train_log.csv").open())]
     timing = json.loads((result.run_dir / "timing.json").read_text())
     assert max(metric) > 1.5 * metric[0]  # the validation metric improves over the epochs
-    assert metric[timing["best_epoch"] - 1] == max(metric)  # the recorded best epoch (restored: test_early_stopping_restores_the_best_epoch)
+    # the recorded best epoch (its weights are restored: test_early_stopping_restores_the_best_epoch)
+    assert metric[timing["best_epoch"] - 1] == max(metric)
 
 
 def test_min_epochs_delays_early_stopping_but_keeps_the_best_epoch():

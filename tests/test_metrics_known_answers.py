@@ -129,7 +129,7 @@ def result():
 def test_table_shape_order_and_skipped_user(result):
     assert list(result.table.columns) == list(COLUMNS) and len(COLUMNS) == 27
     assert result.table.index.name == "cutoff" and list(result.table.index) == [1, 3]
-    assert (result.table.dtypes == float).all()
+    assert all(dtype == np.float64 for dtype in result.table.dtypes)
     assert result.n_users_evaluated == 2 and result.n_users_skipped == 1
 
 

@@ -40,17 +40,17 @@ def _pairwise(model: TwoTower, users: torch.Tensor) -> torch.Tensor:
 def test_the_seeds_layers_are_expressible_with_the_seeds_shapes_and_init():
     m1, _ = _fitted(variant=1, layers=[10, 5, 2, 2], init="seed")
     assert m1.user_emb.embedding_dim == m1.item_emb.embedding_dim == 5
-    linears = [(l.in_features, l.out_features) for l in m1.mlp if isinstance(l, torch.nn.Linear)]
+    linears = [(lin.in_features, lin.out_features) for lin in m1.mlp if isinstance(lin, torch.nn.Linear)]
     assert linears == [(10, 5), (5, 2), (2, 2)] and m1.out.in_features == 2
     m2 = TwoTower(TwoTowerConfig(variant=2, layers=[10, 5, 2, 2], init="seed"), device=CPU, dtype=torch.float32)
     m2.n_users, m2.n_items = 3000, 2000
     m2.build(sp.csr_matrix((3000, 2000)))
     for tower in (m2.user_tower, m2.item_tower):
-        assert [(l.in_features, l.out_features) for l in tower if isinstance(l, torch.nn.Linear)] == [
+        assert [(lin.in_features, lin.out_features) for lin in tower if isinstance(lin, torch.nn.Linear)] == [
             (5, 5), (5, 2), (2, 2)]
     # Seed init: N(0, 1) embeddings and hidden weights, zero biases, U(0, 1) output weights.
     assert abs(float(m2.user_emb.weight.detach().std()) - 1.0) < 0.05
-    assert all(float(l.bias.detach().abs().max()) == 0 for l in m2.user_tower if isinstance(l, torch.nn.Linear))
+    assert all(float(lin.bias.detach().abs().max()) == 0 for lin in m2.user_tower if isinstance(lin, torch.nn.Linear))
     w = m2.out.weight.detach()
     assert 0 <= float(w.min()) and float(w.max()) <= 1
 

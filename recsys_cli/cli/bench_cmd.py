@@ -7,7 +7,17 @@ from pathlib import Path
 import typer
 
 from recsys_cli import console
-from recsys_cli.cli.common import Accelerator, ConfigArgument, JsonOption, QuietOption, SetOption, VerboseOption, handle_errors, load, print_json
+from recsys_cli.cli.common import (
+    Accelerator,
+    ConfigArgument,
+    JsonOption,
+    QuietOption,
+    SetOption,
+    VerboseOption,
+    handle_errors,
+    load,
+    print_json,
+)
 
 
 @handle_errors

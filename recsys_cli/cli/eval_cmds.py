@@ -8,7 +8,16 @@ from pathlib import Path
 import typer
 
 from recsys_cli import console
-from recsys_cli.cli.common import HeldOut, JsonOption, QuietOption, SetOption, VerboseOption, handle_errors, parse_cutoffs, print_json
+from recsys_cli.cli.common import (
+    HeldOut,
+    JsonOption,
+    QuietOption,
+    SetOption,
+    VerboseOption,
+    handle_errors,
+    parse_cutoffs,
+    print_json,
+)
 from recsys_cli.errors import ConfigError, RunFailed
 
 

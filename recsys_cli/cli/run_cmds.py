@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 import typer
 
 from recsys_cli import console
-from recsys_cli.cli.common import ConfigArgument, JsonOption, QuietOption, SetOption, VerboseOption, handle_errors, load, print_json
+from recsys_cli.cli.common import (
+    ConfigArgument,
+    JsonOption,
+    QuietOption,
+    SetOption,
+    VerboseOption,
+    handle_errors,
+    load,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from recsys_cli import experiment

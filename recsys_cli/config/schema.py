@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validat
 
 from recsys_cli.config.search import SearchConfig
 
-
 MAX_NAME_LENGTH = 100  # run directory names must stay well under the file systems' 255 bytes
 
 

@@ -147,7 +147,7 @@ def default_output(comparison: Comparison, fmt: str) -> Path:
     runs/): a new name each time, so no file is ever replaced."""
     parents = {r.path.parent for e in comparison.entries for r in e.runs}
     folder = parents.pop() if len(parents) == 1 else Path(os.environ.get("RECSYS_RUNS_DIR") or "runs")
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = folder / f"compare-{stamp}{FORMATS[fmt]}"
     n = 2
     while path.exists() or _stats_path(path).exists():
