@@ -188,15 +188,19 @@ def seed_rejection_rate(train: sp.csr_matrix, n_positives: int, k: int = 3) -> f
     return len(out) / (time.perf_counter() - t0)
 
 
-def bench_two_tower(train: sp.csr_matrix, config: str, train_nnz: int, seed_users: int) -> dict:
+def two_tower_setup(train: sp.csr_matrix, config: str, train_nnz: int, *, sample_seed: int):
+    """(model section without its name, variant, one-epoch training section, a seeded sample of train)."""
     model_cfg, training = config_section(config)
     model_cfg.pop("name", None)
-    variant = model_cfg.get("variant", 1)
-    tc = TrainingConfig(**{**training, "epochs": 1})
-    # One epoch over a sample of the interactions (all users and items kept) gives samples/s.
     coo = train.tocoo()
-    keep = np.random.default_rng(1).permutation(coo.nnz)[:train_nnz]
+    keep = np.random.default_rng(sample_seed).permutation(coo.nnz)[:train_nnz]
     sub = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=train.shape)
+    return model_cfg, model_cfg.get("variant", 1), TrainingConfig(**{**training, "epochs": 1}), sub
+
+
+def bench_two_tower(train: sp.csr_matrix, config: str, train_nnz: int, seed_users: int) -> dict:
+    # One epoch over a sample of the interactions (all users and items kept) gives samples/s.
+    model_cfg, variant, tc, sub = two_tower_setup(train, config, train_nnz, sample_seed=1)
     model = TwoTower(TwoTowerConfig(**model_cfg), device=DEVICE, dtype=torch.float32, seed=0)
     trainer = Trainer(model, FitContext(device=DEVICE, dtype=torch.float32, seed=0, training=tc))
     trainer.fit(sub)
@@ -235,7 +239,7 @@ def bench_two_tower(train: sp.csr_matrix, config: str, train_nnz: int, seed_user
     # Sampling alone: vectorised sampler vs the seed's per-interaction rejection.
     sampler = NegativeSampler(train)
     g = torch.Generator().manual_seed(0)
-    pos_users = torch.from_numpy(coo.row[:1_000_000].astype(np.int64))
+    pos_users = torch.from_numpy(train.tocoo().row[:1_000_000].astype(np.int64))
     _, s = timed(lambda: sampler.sample(pos_users.repeat(3), g))
     vec_sampling = 4 * len(pos_users) / s
     seed_sampling = seed_rejection_rate(train, 20_000)
@@ -255,13 +259,7 @@ def bench_losses(train: sp.csr_matrix, config: str, train_nnz: int) -> dict:
     positive is also scored against every candidate of its batch, so positives/s and logits/s are
     given too. A loss other than the config's gets 3 negatives per positive and 4,096 samples per
     batch for bce/bpr, and no extra negatives and 1,024 positives per batch for softmax."""
-    model_cfg, training = config_section(config)
-    model_cfg.pop("name", None)
-    variant = model_cfg.get("variant", 1)
-    tc = TrainingConfig(**{**training, "epochs": 1})
-    coo = train.tocoo()
-    keep = np.random.default_rng(2).permutation(coo.nnz)[:train_nnz]
-    sub = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=train.shape)
+    model_cfg, variant, tc, sub = two_tower_setup(train, config, train_nnz, sample_seed=2)
     figures = {}
     for loss in ("bce", "bpr", "softmax"):
         cfg = {**model_cfg, "loss": loss}
