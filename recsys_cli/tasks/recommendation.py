@@ -47,10 +47,9 @@ def train(config: Config, run: RunDirectory, model_cls: type[Recommender], devic
         memory_budget_bytes=memory_budget(config, device), timing=run.timing, hooks=list(hooks or []),
         plot_formats=tuple(config.run.plot_formats),
     )
-    if getattr(model_cls, "trainable", False):
-        from recsys_cli.memory import check_trainable
+    from recsys_cli.memory import check_trainable
 
-        check_trainable(model, split.train, config.training.batch_size, ctx.memory_budget_bytes)
+    check_trainable(model, split.train, config.training.batch_size, ctx.memory_budget_bytes)  # engine-built only
     console.info(f"fitting {model_cls.name} on {split.train.shape[0]} users × {split.train.shape[1]} items, "
                  f"{split.train.nnz} training interactions")
     # trainable models draw their own per-epoch bars; a closed-form fit gets a spinner
@@ -60,7 +59,7 @@ def train(config: Config, run: RunDirectory, model_cls: type[Recommender], devic
     console.info(f"fit done in {run.timing.phases['fit']:.2f} s")
     if config.run.save_model:
         model.save(run.path / "model")
-        if getattr(model_cls, "trainable", False):
+        if model_cls.trainable:
             from recsys_cli.training import checkpoint as ckpt
 
             ckpt.discard(run.path, "best")  # the same weights as model/model.pt: kept once
