@@ -114,7 +114,7 @@ def write_plots(study: Any, folder: Path) -> list[Path]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
-                axes = getattr(ovm, f"plot_{name}")(study)
+                axes = getattr(ovm, f"plot_{name}")(study, **_plot_options(name))
             fig = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
             fig.set_size_inches(max(fig.get_size_inches()[0], 7), max(fig.get_size_inches()[1], 4.5))
             with warnings.catch_warnings():
@@ -128,6 +128,16 @@ def write_plots(study: Any, folder: Path) -> list[Path]:
         finally:
             plt.close("all")
     return written
+
+
+def _plot_options(name: str) -> dict[str, Any]:
+    if name != "param_importances":
+        return {}
+    # PED-ANOVA (Watanabe et al., IJCAI 2023) instead of Optuna's default fANOVA: a random forest
+    # fitted on the trials, ~1 s for 20 trials, as long as five EASE trials on MovieLens-100K
+    from optuna.importance import PedAnovaImportanceEvaluator
+
+    return {"evaluator": PedAnovaImportanceEvaluator()}
 
 
 def refit_best(chosen: Config, study_dir: Path, best: Any, *, how: str) -> tuple[Path, Any]:
