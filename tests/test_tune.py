@@ -131,7 +131,7 @@ def _brute_force_best(config, lambdas) -> tuple[float, float]:
 
 
 def test_study_finds_the_planted_optimum_of_ease_lambda(runs_dir):
-    config = load_config(data=_config(LAMBDA, trials=14, startup_trials=5))
+    config = load_config(data=_config(LAMBDA, trials=14, startup_trials=5, start_from_base=False))
     lam_star, ndcg_star = _brute_force_best(config, np.geomspace(1, 1e4, 41))
     outcome = tune(config, refit="none")
     assert outcome.trials == 14 and outcome.states == {"complete": 14}
@@ -411,3 +411,36 @@ def test_storage_password_never_lands_in_run_files_or_messages(runs_dir, monkeyp
         if path.is_file() and path.suffix in (".json", ".txt", ".yaml", ".csv", ".md"):
             assert "Sup3rSecret" not in path.read_text(errors="replace"), path
     assert "Sup3rSecret" not in capsys.readouterr().err
+
+
+# -- trial 0 is the config the search started from ---------------------------------------------------
+def test_trial_0_runs_the_base_config_when_it_lies_in_the_space(runs_dir):
+    config = load_config(data=_config({**LAMBDA, "model.implicit": {"type": "categorical", "choices": [False, True]}},
+                                      trials=3))
+    outcome = tune(config, refit="none")
+    frame = pd.read_csv(outcome.study_dir / "trials.csv")
+    assert frame.loc[0, "param.model.l2_norm"] == 100.0
+    assert bool(frame.loc[0, "param.model.implicit"]) is config.model.implicit
+    assert frame.loc[1, "param.model.l2_norm"] != 100.0  # the others are drawn
+    plain = _config({})
+    del plain["search"]
+    base_run = experiment.run(load_config(data=plain | {"evaluation": {"cutoffs": [10], "split": "val"},
+                                                        "experiment": {"name": "base", "seed": 3}}))
+    assert frame.loc[0, "value"] == pytest.approx(base_run.metrics.value("NDCG", 10), abs=1e-12)
+
+
+@pytest.mark.parametrize(("search", "queued"), [
+    ({"space": {"model.l2_norm": {"type": "float", "low": 200.0, "high": 10000.0, "log": True}}}, False),
+    ({"space": LAMBDA, "start_from_base": False}, False),
+    ({"space": {"model.l2_norm": {"type": "float", "low": 50.0, "high": 250.0, "step": 50.0}}}, True),
+    ({"space": {"model.l2_norm": {"type": "float", "low": 60.0, "high": 260.0, "step": 50.0}}}, False),
+])
+def test_base_values_outside_the_space_or_switched_off_are_not_queued(search, queued):
+    from recsys_cli.tuning.space import base_params
+
+    config = load_config(data={**_config({}), "search": {"metric": "NDCG@10", **search}})
+    params, outside = base_params(config)
+    expect = queued or not config.search.start_from_base and params is not None
+    assert (params is not None) == expect
+    if params is None:
+        assert outside == "model.l2_norm=100.0"

@@ -97,6 +97,9 @@ class SearchConfig(_Strict):
     startup_trials: int = Field(5, ge=0, description="Trials the pruner and TPE watch before acting.")
     warmup_epochs: int = Field(0, ge=0, description="Epochs of a trial that are never pruned.")
     seed: int | None = Field(None, description="Sampler seed (default: experiment.seed).")
+    start_from_base: bool = Field(True, description="Trial 0 runs the config's own values of the space's keys "
+                                                    "(when they lie in the space), so the best trial is never "
+                                                    "worse on validation than the config the search started from.")
     space: dict[str, SearchParam] = Field({}, description="Dotted config key → {type, low, high, log, step, "
                                                           "choices}.")
 

@@ -26,6 +26,27 @@ def suggest(trial: Any, space: dict[str, SearchParam]) -> dict[str, Any]:
     return {k: _unhashable(v) for k, v in params.items()}
 
 
+def base_params(config: Config) -> tuple[dict[str, Any] | None, str]:
+    """The config's own values of the space's keys, as Optuna params, or None and the key that lies outside."""
+    data = config.model_dump(mode="json")
+    params: dict[str, Any] = {}
+    for key, p in config.search.space.items():
+        value: Any = data
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if p.type == "categorical":
+            inside = _hashable(value) in [_hashable(c) for c in p.choices or []]
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            inside = False
+        else:
+            on_step = p.step is None or abs((value - p.low) / p.step - round((value - p.low) / p.step)) < 1e-9
+            inside = p.low <= value <= p.high and on_step and (p.type == "float" or value == int(value))
+        if not inside:
+            return None, f"{key}={value!r}"
+        params[key] = _hashable(int(value) if p.type == "int" else float(value) if p.type == "float" else value)
+    return params, ""
+
+
 def grid(space: dict[str, SearchParam]) -> dict[str, list[Any]]:
     """Every value of each key, for Optuna's GridSampler: choices, or a stepped range."""
     out: dict[str, list[Any]] = {}

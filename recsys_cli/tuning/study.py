@@ -249,6 +249,7 @@ def tune(config: Config, *, trials: int | None = None, jobs: int = 1, storage: s
     console.info(f"study {study_name} in {study_dir} ({redact(storage) if storage else 'journal file'})")
     _prepare_data(config)
     optuna_study = open_study(config, study_name, storage, study_dir)
+    _start_from_base(config, optuna_study, storage, study_dir)
     if (n := reclaim_orphans(optuna_study)):
         console.warn(f"{n} trial(s) of workers that died were marked interrupted; they will be rerun")
     n_trials = budget(config)
@@ -284,6 +285,19 @@ def terminate_as_interrupt() -> Iterator[None]:
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _start_from_base(config: Config, study: Any, storage: str | None, study_dir: Path) -> None:
+    """Queue the config's own values as trial 0 of a new study (search.start_from_base)."""
+    if not config.search.start_from_base or config.search.sampler == "grid":
+        return
+    params, outside = space.base_params(config)
+    if params is None:
+        console.info(f"the config's {outside} lies outside search.space: trial 0 is drawn like the others")
+        return
+    with ask_lock(storage, study_dir, study.study_name):  # machines starting together queue it once
+        if not study.get_trials(deepcopy=False):
+            study.enqueue_trial(params, skip_if_exists=True)
 
 
 def _warn_metric_mismatch(config: Config) -> None:
