@@ -9,7 +9,6 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recsys_cli.errors import ConfigError
 from recsys_cli.models._similarity import Similarity, column_similarity
 from recsys_cli.models.base import FitContext
 from recsys_cli.models.itemknn import ItemKNN, ItemKNNConfig
@@ -131,9 +130,14 @@ def test_urm_bias_shifts_stored_ratings_only():
     np.testing.assert_array_equal(X, np.where(R != 0, R + 1, 0))
 
 
-def test_topk_beyond_the_columns_is_a_config_error():
-    with pytest.raises(ConfigError, match="model.topk is 5 but there are only 4 users"):
-        fit(UserKNN, UserKNNConfig, R, topk=5)
+def test_topk_beyond_the_columns_keeps_them_all_with_a_warning(caplog):
+    n_users = R.shape[0]
+    every = fit(UserKNN, UserKNNConfig, R, topk=n_users)
+    with caplog.at_level("WARNING", logger="recsys"):
+        beyond = fit(UserKNN, UserKNNConfig, R, topk=n_users + 3)
+    assert f"model.topk is {n_users + 3} but there are only {n_users} users: keeping all {n_users}" in caplog.text
+    users = torch.arange(n_users)
+    torch.testing.assert_close(beyond.score(users), every.score(users), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("similarity", ["cosine", "adjusted", "asymmetric", "pearson", "jaccard", "dice", "tversky"])

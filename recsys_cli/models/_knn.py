@@ -18,6 +18,7 @@ from recsys_cli.models._memory import format_bytes
 from recsys_cli.models._similarity import (
     Similarity,
     column_similarity,
+    neighbours_kept,
     similarity_memory_bytes,
 )
 from recsys_cli.models._tiles import sparse_tensor
@@ -103,7 +104,5 @@ class KNNRecommender(ItemItemRecommender):
 
     def compute_W(self, X: sp.csr_matrix, ctx: FitContext, device: torch.device, dtype: torch.dtype):
         n = X.shape[0] if self.neighbours == "users" else X.shape[1]
-        if self.config.topk > n:
-            raise ConfigError(f"model.topk is {self.config.topk} but there are only {n:,} {self.neighbours}",
-                              hint=f"use model.topk ≤ {n}")
-        return sparse_tensor(column_similarity(self._data(X), self.similarity(), self.config.topk))
+        k = neighbours_kept(self.config.topk, n, self.neighbours)
+        return sparse_tensor(column_similarity(self._data(X), self.similarity(), k))

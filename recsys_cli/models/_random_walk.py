@@ -13,11 +13,11 @@ import torch
 from pydantic import Field
 
 from recsys_cli.config.schema import ModelConfig
-from recsys_cli.errors import ConfigError
 from recsys_cli.models._item_item import ItemItemRecommender
 from recsys_cli.models._memory import format_bytes
 from recsys_cli.models._similarity import (
     map_gram_blocks,
+    neighbours_kept,
     similarity_memory_bytes,
 )
 from recsys_cli.models._tiles import sparse_tensor
@@ -110,9 +110,8 @@ class RandomWalkRecommender(ItemItemRecommender):
         return need, f"{X.shape[1]:,} items × topK {self.config.topk} + {format_bytes(need)} of blocks and data"
 
     def compute_W(self, R: sp.csr_matrix, ctx: FitContext, device: torch.device, dtype: torch.dtype):
-        n, k, beta = R.shape[1], self.config.topk, self.beta()
-        if k > n:
-            raise ConfigError(f"model.topk is {k} but there are only {n:,} items", hint=f"use model.topk ≤ {n}")
+        n, beta = R.shape[1], self.beta()
+        k = neighbours_kept(self.config.topk, n, "items")
         X, Y, deg = self.walk_matrices(R)
         penalty = None
         if beta is not None:  # deg_j^−β of the target, in float32 as the course, applied in float64
