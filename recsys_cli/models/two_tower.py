@@ -239,15 +239,22 @@ class TwoTower(TrainableRecommender):
         return logits.float() if logits.dtype in LOW_PRECISION else logits
 
     def _sides(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-user and per-item parts of the pair logits, computed once per user and per catalogue item:
+        """Per-user and per-item parts of the pair logits, computed once per user and per catalogue (or batch) item:
         variant 1's halves of the merge Linear (W_u·u + b and W_i·i), variant 2's tower outputs.
         Rows are read with ``index_select``, whose backward is an ``index_add_`` into the table
         gradient (``nn.Embedding``'s dense backward sorts every index on the CPU first)."""
         u = self.user_emb.weight.index_select(0, users)
+        items = items.reshape(-1)
         if self.config.variant == 2:
+            if items.numel() >= self.n_items:
+                return (self._tower(self.user_tower, u),
+                        self._tower(self.item_tower, self.item_emb.weight).index_select(0, items))
+            # a batch holds fewer distinct items than a large catalogue (≤ 1,024 of ML-10M's 10,677
+            # for a softmax batch): the item tower runs on those only
+            distinct, at = torch.unique(items, return_inverse=True)
             return (self._tower(self.user_tower, u),
-                    self._tower(self.item_tower, self.item_emb.weight).index_select(0, items.reshape(-1)))
-        return self._user_half(u), self._item_half().index_select(0, items.reshape(-1))
+                    self._tower(self.item_tower, self.item_emb.weight.index_select(0, distinct)).index_select(0, at))
+        return self._user_half(u), self._item_half().index_select(0, items)
 
     def _combine(self, user_side: torch.Tensor, item_side: torch.Tensor) -> torch.Tensor:
         """Logits from broadcastable user and item parts (the layers after the merge, or the product)."""
