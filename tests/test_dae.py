@@ -188,3 +188,12 @@ def test_training_lowers_the_loss_and_visits_every_active_user_once():
             losses.append(float(m.training_loss(np.arange(40))))
     assert losses[1] < losses[0]
     assert isinstance(model.input_layer, nn.EmbeddingBag)
+
+
+@pytest.mark.parametrize(("min_batches", "expected"), [(None, 16), (4, 10), (8, 5), (100, 1)])
+def test_users_per_batch_is_the_cap_or_fewer_for_a_minimum_of_steps(min_batches, expected):
+    model, train = _fitted(epochs=1, hidden=[12, 5], min_batches_per_epoch=min_batches)  # cap: batch_size 16
+    active = int((np.diff(train.indptr) > 0).sum())
+    assert model.users_per_batch() == min(16, expected) == min(16, -(-active // (min_batches or 1)))
+    batches = list(model.epoch_batches(train, torch.Generator().manual_seed(0)))
+    assert len(batches) == model.num_batches(train) == -(-active // model.users_per_batch())

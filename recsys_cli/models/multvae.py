@@ -10,7 +10,6 @@ a resumed run equals an uninterrupted one. Input rows are L2-normalised, then dr
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -35,10 +34,10 @@ class MultVAEConfig(DAEConfig):
     activation: Literal["tanh", "relu"] = Field("tanh", description="Hidden-layer non-linearity (the paper: tanh).")
     normalize: bool = Field(True, description="L2-normalise each input row before the noise (the paper's).")
     beta_max: float = Field(0.5, ge=0, description="Final KL weight β (the paper's anneal cap: 0.2).")
-    min_batches_per_epoch: int = Field(
+    min_batches_per_epoch: int | None = Field(
         16, ge=1,
         description="Users per batch = min(training.batch_size, ceil(users / this)), so a small data set still "
-                    "gets this many optimizer steps per epoch.",
+                    "gets this many optimizer steps per epoch (null: always training.batch_size).",
     )
     anneal_steps: int = Field(
         1000, ge=0,
@@ -66,12 +65,6 @@ class MultVAE(DAE):
         self._n_encoder = len(self.config.hidden) - 1  # self.layers[:_n_encoder] end the encoder
         self.layers[self._n_encoder - 1] = nn.Linear(before, 2 * latent)  # mean and log-variance
         self.anneal_step = 0
-
-    def users_per_batch(self) -> int:
-        # Scales with the data set: ML-10M's 70k users get training.batch_size (the cap), ML-100K's
-        # 943 about 59, so an epoch is never just a handful of steps.
-        scaled = math.ceil(len(self._active) / self.config.min_batches_per_epoch)
-        return max(1, min(self.training_config.batch_size, scaled))
 
     def activation(self, h: torch.Tensor) -> torch.Tensor:
         return torch.tanh(h) if self.config.activation == "tanh" else torch.relu(h)
