@@ -16,6 +16,8 @@ and still get the seeds the sequential course fit gives. W is stored sparse. See
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import time
 import warnings
 from typing import ClassVar, Literal
@@ -39,9 +41,10 @@ RAND_R_MAX = 2**31 - 1
 # the course's fixed solver settings
 MAX_ITER = 100
 TOL = 1e-4
-# chunks per worker: enough for the progress bar and for load balance, few enough that copying X's
-# values once per chunk (each chunk zeroes its target columns in its own copy) costs nothing
-CHUNKS_PER_WORKER = 20
+# chunks per worker: enough for the progress bar and for load balance (items differ in cost: popular
+# targets take more coordinate-descent epochs), with at least MIN_CHUNK_ITEMS items a chunk
+CHUNKS_PER_WORKER = 40
+MIN_CHUNK_ITEMS = 2
 
 
 class SLIMConfig(ModelConfig):
@@ -66,16 +69,18 @@ def seed_states(seed: int, chunks: list[np.ndarray]) -> list[tuple]:
 
 
 def fit_columns(X: sp.csc_matrix, items: np.ndarray, state: tuple, *, alpha: float, l1_ratio: float,
-                positive: bool, topk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                positive: bool, topk: int, scratch: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows, columns, values) of W for the target ``items``, fitted one after the other.
 
     ``state`` is the RandomState the first fit draws its coordinate-order seed from; each fit draws
-    once. ``X`` is not modified (its values are copied once for the chunk).
+    once. ``X`` is not modified: each target's column is zeroed in ``scratch``, a copy of X's values
+    (made here when not given) that holds them again on return.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import ElasticNet
 
-    X = sp.csc_matrix((X.data.copy(), X.indices, X.indptr), shape=X.shape)
+    X = sp.csc_matrix((X.data.copy() if scratch is None else scratch, X.indices, X.indptr), shape=X.shape)
     rng = np.random.RandomState()
     rng.set_state(state)
     model = ElasticNet(alpha=alpha, l1_ratio=l1_ratio, positive=positive, fit_intercept=False, copy_X=False,
@@ -118,14 +123,22 @@ def slim_matrix(X: sp.csr_matrix, *, alpha: float, l1_ratio: float, positive: bo
     Xc.sort_indices()
     n_items = Xc.shape[1]
     targets = np.arange(n_items) if targets is None else np.asarray(targets, dtype=np.int64)
-    n_chunks = max(1, min(targets.size, n_jobs * CHUNKS_PER_WORKER))
+    n_chunks = max(1, min(-(-targets.size // MIN_CHUNK_ITEMS), n_jobs * CHUNKS_PER_WORKER))
     chunks = [c for c in np.array_split(targets, n_chunks) if c.size]
     states = seed_states(seed, chunks)
     params = {"alpha": alpha, "l1_ratio": l1_ratio, "positive": positive, "topk": topk}
     parallel = Parallel(n_jobs=n_jobs, backend="threading", return_as="generator_unordered")
-    jobs = (delayed(_sized)(Xc, chunk, state, params) for chunk, state in zip(chunks, states, strict=True))
+    # one scratch copy of X's values per worker, handed from chunk to chunk: chunks can then be small
+    # (load balance) without a copy each
+    scratch: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(min(n_jobs, len(chunks))):
+        scratch.put(Xc.data.copy())
+    jobs = (delayed(_sized)(Xc, chunk, state, params, scratch) for chunk, state in zip(chunks, states, strict=True))
     parts = []
-    with console.progress(unit="items") as bar:
+    # the solver's dense vector operations (BLAS level 1 over the users) would each start BLAS threads
+    # of their own, competing with the other workers: one thread each while n_jobs threads run fits
+    blas = _one_blas_thread() if n_jobs > 1 else contextlib.nullcontext()
+    with blas, console.progress(unit="items") as bar:
         task = bar.add_task("SLIM", total=targets.size, rate="")
         started, done = time.perf_counter(), 0
         for size, part in parallel(jobs):
@@ -138,8 +151,20 @@ def slim_matrix(X: sp.csr_matrix, *, alpha: float, l1_ratio: float, positive: bo
     return W
 
 
-def _sized(X, chunk, state, params):
-    return len(chunk), fit_columns(X, chunk, state, **params)
+def _one_blas_thread() -> contextlib.AbstractContextManager:
+    try:
+        from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _sized(X, chunk, state, params, scratch):
+    values = scratch.get()
+    try:
+        return len(chunk), fit_columns(X, chunk, state, **params, scratch=values)
+    finally:
+        scratch.put(values)
 
 
 @register
