@@ -444,3 +444,20 @@ def test_base_values_outside_the_space_or_switched_off_are_not_queued(search, qu
     assert (params is not None) == expect
     if params is None:
         assert outside == "model.l2_norm=100.0"
+
+
+@pytest.mark.parametrize(("cpus", "jobs", "threads", "storage", "fork"), [
+    (2, 2, None, None, True),  # one thread per worker: forked
+    (8, 2, None, None, False),  # four threads each: OpenMP after a fork would hang, fresh processes
+    (8, 2, 1, None, True),  # device.threads: 1 makes every trial one thread
+    (2, 2, None, "postgresql://u@h/db", False),  # open database connections must not cross a fork
+    (2, 1, None, None, False),  # no extra worker at all
+])
+def test_workers_are_forked_only_for_one_thread_cpu_journal_studies(monkeypatch, cpus, jobs, threads, storage,
+                                                                     fork):
+    from recsys_cli.tuning.study import forks_workers
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(sys, "platform", "linux")
+    config = load_config(data=_config(LAMBDA) | {"device": {"accelerator": "cpu", "threads": threads}})
+    assert forks_workers(config, storage, jobs) is fork

@@ -354,26 +354,24 @@ def _threads_per_worker(jobs: int) -> int | None:
 def start_workers(config: Config, study_name: str, storage: str | None, study_dir: Path, jobs: int) -> list[Any]:
     """Workers 1 … jobs−1 (this process is worker 0), each with its share of the CPU threads or its own GPU.
 
-    On Linux, for CPU runs with the study's journal file, they are forked from this process: they
-    start at once, with torch and the data modules already imported (a fresh interpreter spends
-    ~2 s importing, as long as ten EASE trials on MovieLens-100K). A GPU (CUDA must not be
-    initialised before a fork), another platform or a database storage (whose open connections must
-    not be shared) gets fresh ``python -m recsys_cli.tuning.worker`` processes instead.
+    See :func:`forks_workers` for when they are forked from this process rather than started fresh.
     Call this before any progress display starts: a fork copies no threads, and a lock one of them
     held would stay locked in the child.
     """
     import torch
 
     threads = _threads_per_worker(jobs)
-    cpu_run = config.device.accelerator == "cpu" or not torch.cuda.is_available()
-    n_gpus = 0 if cpu_run else torch.cuda.device_count()
-    fork = sys.platform == "linux" and cpu_run and storage is None
+    fork = forks_workers(config, storage, jobs)
+    n_gpus = torch.cuda.device_count() if not fork and config.device.accelerator != "cpu" and \
+        torch.cuda.is_available() else 0
     procs: list[Any] = []
     for i in range(1, jobs):
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "OPENBLAS_NUM_THREADS": str(threads), "RECSYS_NO_PROGRESS": "1"}
         if fork:
-            procs.append(_ForkedWorker(config, study_name, study_dir, i, threads, env))
+            procs.append(_ForkedWorker(config, study_name, study_dir, i, 1, {**env, "OMP_NUM_THREADS": "1",
+                                                                              "MKL_NUM_THREADS": "1",
+                                                                              "OPENBLAS_NUM_THREADS": "1"}))
             continue
         env = dict(os.environ, **env)
         env.pop(ENV_STORAGE, None)
@@ -387,6 +385,22 @@ def start_workers(config: Config, study_name: str, storage: str | None, study_di
         procs.append(_Subprocess(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
         log.close()
     return procs
+
+
+def forks_workers(config: Config, storage: str | None, jobs: int) -> bool:
+    """Whether start_workers forks the extra workers: on Linux, for a CPU study in the journal file
+    whose trials run on one thread each. A forked worker starts at once with torch and the data
+    modules imported (a fresh interpreter spends ~2 s importing, as long as ten EASE trials on
+    MovieLens-100K). Otherwise fresh ``python -m recsys_cli.tuning.worker`` processes: CUDA must not
+    be initialised before a fork, a database's open connections must not be shared, and a forked
+    child that runs OpenMP regions of several threads after the parent used OpenMP hangs in GNU
+    libgomp (tried: torch 2.13, 2 threads), so trials of several threads each need a fresh process.
+    """
+    import torch
+
+    cpu_run = config.device.accelerator == "cpu" or not torch.cuda.is_available()
+    threads = config.device.threads or _threads_per_worker(jobs)
+    return jobs > 1 and sys.platform == "linux" and cpu_run and storage is None and threads == 1
 
 
 class _Subprocess:
