@@ -27,3 +27,22 @@ def pid_alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def process_started(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat's 22nd field), or None where
+    /proc cannot tell (another platform, the process is gone). With the pid it names one process: a
+    pid reused by a later process has another start time."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[-1].split()
+        return int(fields[19])  # fields[0] is the state, the 3rd field of the line
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def same_process(pid: int, started: int | None) -> bool:
+    """Whether ``pid`` is alive and, when ``started`` was recorded, still the process that recorded it."""
+    if not pid_alive(pid):
+        return False
+    return started is None or process_started(pid) in (None, started)

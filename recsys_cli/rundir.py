@@ -29,7 +29,7 @@ import yaml
 from recsys_cli import atomic, console
 from recsys_cli.config import Config, config_hash, load_config, to_yaml
 from recsys_cli.errors import RecsysError, Terminated, disk_full
-from recsys_cli.processes import hostname, pid_alive
+from recsys_cli.processes import hostname, process_started, same_process
 from recsys_cli.redact import redact
 from recsys_cli.timing import Timing
 
@@ -185,7 +185,8 @@ class RunDirectory:
         return load_config(self.path / "config.yaml", overrides or [], env={})
 
     def write_status(self, state: str, **extra: Any) -> None:
-        body = {"status": state, "updated": utc_now(), "pid": os.getpid(), "host": hostname(), **extra}
+        body = {"status": state, "updated": utc_now(), "pid": os.getpid(), "pid_started": process_started(os.getpid()),
+                "host": hostname(), **extra}
         atomic.write_json(self.path / "status.json", body)
 
     def status(self) -> dict[str, Any]:
@@ -249,7 +250,8 @@ class RunDirectory:
 def effective_status(run: RunDirectory | str | os.PathLike[str]) -> str:
     """A run's status, with ``running`` read as ``dead`` when its process is gone from this host.
 
-    status.json records the pid and host of the process that wrote it; a run on another host cannot
+    status.json records the pid, its start time and the host of the process that wrote it (the start
+    time tells a reused pid from the run's own process); a run on another host cannot
     be checked from here and keeps ``running``. ``unknown`` when status.json is missing or unreadable.
     """
     path = run.path if isinstance(run, RunDirectory) else Path(run)
@@ -261,7 +263,9 @@ def effective_status(run: RunDirectory | str | os.PathLike[str]) -> str:
         return "unknown"
     state = str(status.get("status", "unknown"))
     pid = status.get("pid")
-    if state == "running" and status.get("host") == hostname() and isinstance(pid, int) and not pid_alive(pid):
+    started = status.get("pid_started")
+    if state == "running" and status.get("host") == hostname() and isinstance(pid, int) and \
+            not same_process(pid, started if isinstance(started, int) else None):
         return "dead"
     return state
 

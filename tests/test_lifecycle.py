@@ -87,6 +87,12 @@ def test_status_records_pid_and_host_and_a_gone_process_reads_dead(tmp_path):
     assert rundir_mod.effective_status(run) == "dead" and rundir_mod.effective_status(run.path) == "dead"
     run.write_json("status.json", {**status, "pid": child.pid, "host": "another-machine"})
     assert rundir_mod.effective_status(run) == "running"  # cannot be checked from here
+    # a live pid that another process reuses: its start time differs from the recorded one
+    assert isinstance(status["pid_started"], int)
+    run.write_json("status.json", {**status, "pid_started": status["pid_started"] - 1})
+    assert rundir_mod.effective_status(run) == "dead"
+    run.write_json("status.json", {**status, "pid_started": None})  # not recorded (another platform): pid only
+    assert rundir_mod.effective_status(run) == "running"
     run.write_status("succeeded")
     assert rundir_mod.effective_status(run) == "succeeded"
 
