@@ -327,9 +327,9 @@ def _workers(config: Config, study_name: str, storage: str | None, study_dir: Pa
         with console.muted():  # trials write their own logs; the terminal shows the progress bar
             work(config, study_name, storage, study_dir, worker=0, threads=threads,
                  on_trial=lambda s, _o: bar.update(s))
-        while any(p.poll() is None for p in procs):
+        while (running := next((p for p in procs if p.poll() is None), None)) is not None:
             bar.update(study)
-            next(p for p in procs if p.poll() is None).wait(0.25)
+            running.wait(0.25)
     except KeyboardInterrupt:
         for p in procs:  # a terminal's Ctrl-C reached them too; SIGTERM also reaches background ones
             if p.poll() is None:
