@@ -461,3 +461,26 @@ def test_workers_are_forked_only_for_one_thread_cpu_journal_studies(monkeypatch,
     monkeypatch.setattr(sys, "platform", "linux")
     config = load_config(data=_config(LAMBDA) | {"device": {"accelerator": "cpu", "threads": threads}})
     assert forks_workers(config, storage, jobs) is fork
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="workers are forked on Linux only")
+def test_a_forked_worker_that_fails_fails_the_study_with_its_message(runs_dir, monkeypatch):
+    from recsys_cli.tuning import study as study_mod
+
+    real_work = study_mod.work
+
+    def work(config, name, storage, study_dir, *, worker=0, **kwargs):
+        if worker:
+            raise RecsysError("worker-side failure for the test", hint="none")
+        return real_work(config, name, storage, study_dir, worker=worker, **kwargs)
+
+    monkeypatch.setattr(study_mod, "work", work)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # one thread per worker: forked
+    config = load_config(data=_config(LAMBDA, trials=3))
+    assert study_mod.forks_workers(config, None, 2)
+    with pytest.raises(RecsysError) as err:
+        tune(config, jobs=2, refit="none")
+    assert "tuning worker 1 exited with code 2: error: worker-side failure for the test" in str(err.value)
+    study_dir = next(runs_dir.glob("*-syn-ease-synthetic-tune"))
+    assert "worker-side failure for the test" in (study_dir / "worker-1.log").read_text()
+    assert len(list((study_dir / "trials").glob("*-trial*/trial.json"))) == 3  # worker 0 finished the budget

@@ -461,6 +461,10 @@ def _forked_main(config: Config, study_name: str, study_dir: Path, index: int, t
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    # the parent's sys.stdout/stderr may be objects of their own (a test's capture, a notebook's
+    # stream) that a fork copies but does not connect to the log
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     os.environ.update(env)
     if threads:
         import torch
