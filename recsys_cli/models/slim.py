@@ -92,10 +92,12 @@ def fit_columns(X: sp.csc_matrix, items: np.ndarray, state: tuple, *, alpha: flo
         y[X.indices[a:b]] = X.data[a:b]
         saved = X.data[a:b].copy()
         X.data[a:b] = 0  # the target is no feature of itself (kept stored, as the course does)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(X, y, check_input=False)
-        X.data[a:b] = saved
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model.fit(X, y, check_input=False)
+        finally:  # the scratch copy goes back to the pool whole, whatever happened
+            X.data[a:b] = saved
         y[X.indices[a:b]] = 0
         coef = model.coef_
         nonzero = np.flatnonzero(coef)
