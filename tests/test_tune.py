@@ -484,3 +484,23 @@ def test_a_forked_worker_that_fails_fails_the_study_with_its_message(runs_dir, m
     study_dir = next(runs_dir.glob("*-syn-ease-synthetic-tune"))
     assert "worker-side failure for the test" in (study_dir / "worker-1.log").read_text()
     assert len(list((study_dir / "trials").glob("*-trial*/trial.json"))) == 3  # worker 0 finished the budget
+
+
+def test_the_refit_after_two_workers_gets_every_thread_back(runs_dir, monkeypatch):
+    from recsys_cli import experiment as experiment_mod
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # --jobs 2: one thread per worker
+    threads_seen = []
+    real_run = experiment_mod.run
+
+    def run(config, **kwargs):
+        if config.evaluation.split == "test":  # the refit
+            threads_seen.append(torch.get_num_threads())
+        return real_run(config, **kwargs)
+
+    monkeypatch.setattr(experiment_mod, "run", run)
+    data = _config(LAMBDA, trials=2)
+    data["device"] = {"accelerator": "cpu"}  # no fixed thread count: trials take the worker's share
+    before = torch.get_num_threads()
+    tune(load_config(data=data), jobs=2, refit="train")
+    assert threads_seen == [before] and torch.get_num_threads() == before
