@@ -461,36 +461,44 @@ class _ForkedWorker:
 
 def _forked_main(config: Config, study_name: str, study_dir: Path, index: int, threads: int | None,
                  env: dict[str, str]) -> None:
-    """The forked worker's body: the fresh worker's (``tuning/worker.py``), minus reading the study back."""
-    log = os.open(study_dir / f"worker-{index}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    # the parent's sys.stdout/stderr may be objects of their own (a test's capture, a notebook's
-    # stream) that a fork copies but does not connect to the log
-    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
-    os.environ.update(env)
-    if threads:
-        import torch
+    """The forked worker's body: the fresh worker's (``tuning/worker.py``), minus reading the study back.
 
-        torch.set_num_threads(threads)
-        with contextlib.suppress(ImportError):  # scikit-learn's dependency; without it BLAS keeps its threads
-            from threadpoolctl import threadpool_limits
-
-            threadpool_limits(threads)  # NumPy's and SciPy's BLAS are loaded: their variables were read
-    console.set_quiet(True)
+    Ctrl-C or SIGTERM (a KeyboardInterrupt here, as in the parent) at any point ends it with 130 and no
+    traceback: after the study's loop, further signals are ignored and the process exits at once,
+    without multiprocessing's own exit path (which prints a traceback for a late interrupt)."""
     code = 0
     try:
+        log = os.open(study_dir / f"worker-{index}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        # the parent's sys.stdout/stderr may be objects of their own (a test's capture, a notebook's
+        # stream) that a fork copies but does not connect to the log
+        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+        os.environ.update(env)
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+            with contextlib.suppress(ImportError):  # scikit-learn's dependency; without it BLAS keeps its threads
+                from threadpoolctl import threadpool_limits
+
+                threadpool_limits(threads)  # NumPy's and SciPy's BLAS are loaded: their variables were read
+        console.set_quiet(True)
         work(config, study_name, None, study_dir, worker=index, threads=threads)
     except KeyboardInterrupt:
         code = 130
     except RecsysError as exc:
         console.error(exc.one_line())
         code = exc.exit_code
-    sys.stdout.flush()
-    sys.stderr.flush()
-    sys.exit(code)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 class _Progress:
