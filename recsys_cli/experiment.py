@@ -97,6 +97,7 @@ def _reopen_for_resume(config: Config, resume: str | Path, model_cls) -> tuple[R
     change is refused naming the keys. Returns the run and the lines that say what changed.
     """
     from recsys_cli.config import resolved_dict, to_yaml
+    from recsys_cli.config.search import get_dotted
     from recsys_cli.errors import ConfigError
     from recsys_cli.training import checkpoint as ckpt
 
@@ -113,14 +114,14 @@ def _reopen_for_resume(config: Config, resume: str | Path, model_cls) -> tuple[R
     new = resolved_dict(config)
     allowed, refused = ckpt.resume_changes(recorded, new)
     if refused:
-        changes = ", ".join(f"{k} ({_short(ckpt.lookup(recorded, k))} → {_short(ckpt.lookup(new, k))})"
+        changes = ", ".join(f"{k} ({_short(get_dotted(recorded, k))} → {_short(get_dotted(new, k))})"
                             for k in refused)
         raise ConfigError(
             f"--resume: the config differs from what {run.path} was trained with in {changes}",
             hint=f"only {', '.join(ckpt.SAFE_ON_RESUME[:5])}, … may change on resume; resume with the run's own "
                  f"config (recsys train {run.path / 'config.yaml'} --resume {run.path}) or start a new run",
         )
-    notes = [f"resuming with {key} changed: {_short(ckpt.lookup(recorded, key))} → {_short(ckpt.lookup(new, key))}"
+    notes = [f"resuming with {key} changed: {_short(get_dotted(recorded, key))} → {_short(get_dotted(new, key))}"
              for key in allowed]
     if allowed:
         atomic.write_text(run.path / "config.yaml", to_yaml(config))

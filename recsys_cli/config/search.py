@@ -148,6 +148,14 @@ def leaf_keys(config: Config) -> list[str]:
     return keys
 
 
+def get_dotted(tree: dict[str, Any], key: str) -> Any:
+    """The value at a dotted key of a nested dict, or None where a part is missing."""
+    node: Any = tree
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node = tree
     *parents, last = key.split(".")

@@ -94,12 +94,6 @@ def resume_changes(recorded: dict[str, Any], new: dict[str, Any]) -> tuple[list[
     return [k for k in changed if k in SAFE_ON_RESUME], [k for k in changed if k not in SAFE_ON_RESUME]
 
 
-def lookup(data: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        data = data.get(part) if isinstance(data, dict) else None
-    return data
-
-
 def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from recsys_cli.config import Config
-from recsys_cli.config.search import SearchParam, set_dotted
+from recsys_cli.config.search import SearchParam, get_dotted, set_dotted
 from recsys_cli.errors import ConfigError
 
 GRID_LIMIT = 10_000
@@ -31,9 +31,7 @@ def base_params(config: Config) -> tuple[dict[str, Any] | None, str]:
     data = config.model_dump(mode="json")
     params: dict[str, Any] = {}
     for key, p in config.search.space.items():
-        value: Any = data
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
+        value = get_dotted(data, key)
         if p.type == "categorical":
             inside = _hashable(value) in [_hashable(c) for c in p.choices or []]
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
