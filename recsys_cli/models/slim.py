@@ -120,6 +120,7 @@ def slim_matrix(X: sp.csr_matrix, *, alpha: float, l1_ratio: float, positive: bo
     the first items, so only the full fit matches the course.
     """
     from joblib import Parallel, delayed
+    from threadpoolctl import threadpool_limits
 
     Xc = sp.csc_matrix(X)
     Xc.sort_indices()
@@ -139,7 +140,7 @@ def slim_matrix(X: sp.csr_matrix, *, alpha: float, l1_ratio: float, positive: bo
     parts = []
     # the solver's dense vector operations (BLAS level 1 over the users) would each start BLAS threads
     # of their own, competing with the other workers: one thread each while n_jobs threads run fits
-    blas = _one_blas_thread() if n_jobs > 1 else contextlib.nullcontext()
+    blas = threadpool_limits(limits=1, user_api="blas") if n_jobs > 1 else contextlib.nullcontext()
     with blas, console.progress(unit="items") as bar:
         task = bar.add_task("SLIM", total=targets.size, rate="")
         started, done = time.perf_counter(), 0
@@ -151,14 +152,6 @@ def slim_matrix(X: sp.csr_matrix, *, alpha: float, l1_ratio: float, positive: bo
     W = sp.csr_matrix((vals, (rows, cols)), shape=(n_items, n_items), dtype=Xc.dtype)
     W.sort_indices()
     return W
-
-
-def _one_blas_thread() -> contextlib.AbstractContextManager:
-    try:
-        from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _sized(X, chunk, state, params, scratch):

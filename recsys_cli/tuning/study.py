@@ -370,13 +370,12 @@ def start_workers(config: Config, study_name: str, storage: str | None, study_di
     n_gpus = torch.cuda.device_count() if not fork and config.device.accelerator != "cpu" and \
         torch.cuda.is_available() else 0
     procs: list[Any] = []
+    each = "1" if fork else str(threads)  # forking implies one thread a trial
     for i in range(1, jobs):
-        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-               "OPENBLAS_NUM_THREADS": str(threads), "RECSYS_NO_PROGRESS": "1"}
+        env = {"OMP_NUM_THREADS": each, "MKL_NUM_THREADS": each, "OPENBLAS_NUM_THREADS": each,
+               "RECSYS_NO_PROGRESS": "1"}
         if fork:
-            procs.append(_ForkedWorker(config, study_name, study_dir, i, 1, {**env, "OMP_NUM_THREADS": "1",
-                                                                              "MKL_NUM_THREADS": "1",
-                                                                              "OPENBLAS_NUM_THREADS": "1"}))
+            procs.append(_ForkedWorker(config, study_name, study_dir, i, env))
             continue
         env = dict(os.environ, **env)
         env.pop(ENV_STORAGE, None)
@@ -434,12 +433,11 @@ class _Subprocess:
 class _ForkedWorker:
     """A worker forked from this process; its output goes to ``worker-I.log`` like a fresh one's."""
 
-    def __init__(self, config: Config, study_name: str, study_dir: Path, index: int, threads: int | None,
-                 env: dict[str, str]):
+    def __init__(self, config: Config, study_name: str, study_dir: Path, index: int, env: dict[str, str]):
         import multiprocessing
 
         self.proc = multiprocessing.get_context("fork").Process(
-            target=_forked_main, args=(config, study_name, study_dir, index, threads, env),
+            target=_forked_main, args=(config, study_name, study_dir, index, env),
             name=f"recsys-tune-worker-{index}", daemon=False)
         self.proc.start()
 
@@ -459,14 +457,27 @@ class _ForkedWorker:
         self.proc.kill()
 
 
-def _forked_main(config: Config, study_name: str, study_dir: Path, index: int, threads: int | None,
-                 env: dict[str, str]) -> None:
-    """The forked worker's body: the fresh worker's (``tuning/worker.py``), minus reading the study back.
+def run_worker(config: Config, study_name: str, storage: str | None, study_dir: Path, *, worker: int,
+               threads: int | None) -> int:
+    """A worker process's body, fresh (``tuning/worker.py``) or forked: its trials, then its exit code
+    (0; 130 after Ctrl-C or SIGTERM; a RecsysError's own code, its message on the worker's log)."""
+    console.set_quiet(True)
+    try:
+        with terminate_as_interrupt():
+            work(config, study_name, storage, study_dir, worker=worker, threads=threads)
+    except KeyboardInterrupt:
+        return 130
+    except RecsysError as exc:
+        console.error(exc.one_line())
+        return exc.exit_code
+    return 0
 
-    Ctrl-C or SIGTERM (a KeyboardInterrupt here, as in the parent) at any point ends it with 130 and no
-    traceback: after the study's loop, further signals are ignored and the process exits at once,
-    without multiprocessing's own exit path (which prints a traceback for a late interrupt)."""
-    code = 0
+
+def _forked_main(config: Config, study_name: str, study_dir: Path, index: int, env: dict[str, str]) -> None:
+    """A forked worker: output to ``worker-I.log``, one thread (see :func:`forks_workers`), then
+    :func:`run_worker`. A Ctrl-C or SIGTERM that lands after the study's loop is ignored and the
+    process exits at once, without multiprocessing's own exit path (which would print a traceback)."""
+    code = 130
     try:
         log = os.open(study_dir / f"worker-{index}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log, 1)
@@ -477,21 +488,14 @@ def _forked_main(config: Config, study_name: str, study_dir: Path, index: int, t
         sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
         os.environ.update(env)
-        if threads:
-            import torch
+        import torch
+        from threadpoolctl import threadpool_limits
 
-            torch.set_num_threads(threads)
-            with contextlib.suppress(ImportError):  # scikit-learn's dependency; without it BLAS keeps its threads
-                from threadpoolctl import threadpool_limits
-
-                threadpool_limits(threads)  # NumPy's and SciPy's BLAS are loaded: their variables were read
-        console.set_quiet(True)
-        work(config, study_name, None, study_dir, worker=index, threads=threads)
-    except KeyboardInterrupt:
-        code = 130
-    except RecsysError as exc:
-        console.error(exc.one_line())
-        code = exc.exit_code
+        torch.set_num_threads(1)
+        threadpool_limits(1)  # NumPy's and SciPy's BLAS are loaded: their environment variables were read
+        code = run_worker(config, study_name, None, study_dir, worker=index, threads=1)
+    except KeyboardInterrupt:  # before run_worker took over
+        pass
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -25,26 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_cli.config import load_config
     from recsys_cli.errors import RecsysError
     from recsys_cli.tuning.storage import ENV_STORAGE
-    from recsys_cli.tuning.study import (
-        STUDY_JSON,
-        STUDY_YAML,
-        terminate_as_interrupt,
-        work,
-    )
+    from recsys_cli.tuning.study import STUDY_JSON, STUDY_YAML, run_worker
 
     console.set_quiet(True)
     try:
         config = load_config(args.study_dir / STUDY_YAML, env={})
         name = json.loads((args.study_dir / STUDY_JSON).read_text())["study_name"]
-        with terminate_as_interrupt():
-            work(config, name, os.environ.get(ENV_STORAGE) or None, args.study_dir, worker=args.worker,
-                 threads=args.threads)
     except KeyboardInterrupt:
         return 130
     except RecsysError as exc:
         console.error(exc.one_line())
         return exc.exit_code
-    return 0
+    return run_worker(config, name, os.environ.get(ENV_STORAGE) or None, args.study_dir, worker=args.worker,
+                      threads=args.threads)
 
 
 if __name__ == "__main__":
