@@ -138,6 +138,10 @@ def test_topk_beyond_the_columns_keeps_them_all_with_a_warning(caplog):
     assert f"model.topk is {n_users + 3} but there are only {n_users} users: keeping all {n_users}" in caplog.text
     users = torch.arange(n_users)
     torch.testing.assert_close(beyond.score(users), every.score(users), rtol=0, atol=0)
+    # the memory plan counts the neighbours kept, not the topk asked for
+    huge = UserKNN(UserKNNConfig(topk=10**9), device=torch.device("cpu"), dtype=torch.float32)
+    assert huge.memory_estimate(sp.csr_matrix(R), torch.float32, torch.device("cpu"))[0] == \
+        every.memory_estimate(sp.csr_matrix(R), torch.float32, torch.device("cpu"))[0]
 
 
 @pytest.mark.parametrize("similarity", ["cosine", "adjusted", "asymmetric", "pearson", "jaccard", "dice", "tversky"])

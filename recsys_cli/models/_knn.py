@@ -98,9 +98,10 @@ class KNNRecommender(ItemItemRecommender):
         return X.T.tocsr() if self.neighbours == "users" else X
 
     def memory_estimate(self, X: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> tuple[int, str]:
-        need = similarity_memory_bytes(self._data(X), self.config.topk, max(1, torch.get_num_threads()))
         side = X.shape[0] if self.neighbours == "users" else X.shape[1]
-        return need, f"{side:,} {self.neighbours} × topK {self.config.topk} + {format_bytes(need)} of blocks and data"
+        k = min(self.config.topk, side)  # what compute_W keeps (neighbours_kept)
+        need = similarity_memory_bytes(self._data(X), k, max(1, torch.get_num_threads()))
+        return need, f"{side:,} {self.neighbours} × topK {k} + {format_bytes(need)} of blocks and data"
 
     def compute_W(self, X: sp.csr_matrix, ctx: FitContext, device: torch.device, dtype: torch.dtype):
         n = X.shape[0] if self.neighbours == "users" else X.shape[1]

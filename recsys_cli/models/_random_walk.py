@@ -106,8 +106,9 @@ class RandomWalkRecommender(ItemItemRecommender):
         return X, Y, deg
 
     def memory_estimate(self, X: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> tuple[int, str]:
-        need = similarity_memory_bytes(X, self.config.topk, max(1, torch.get_num_threads()), copies=2)
-        return need, f"{X.shape[1]:,} items × topK {self.config.topk} + {format_bytes(need)} of blocks and data"
+        k = min(self.config.topk, X.shape[1])  # what compute_W keeps (neighbours_kept)
+        need = similarity_memory_bytes(X, k, max(1, torch.get_num_threads()), copies=2)
+        return need, f"{X.shape[1]:,} items × topK {k} + {format_bytes(need)} of blocks and data"
 
     def compute_W(self, R: sp.csr_matrix, ctx: FitContext, device: torch.device, dtype: torch.dtype):
         n, beta = R.shape[1], self.beta()
