@@ -429,21 +429,30 @@ def test_trial_0_runs_the_base_config_when_it_lies_in_the_space(runs_dir):
     assert frame.loc[0, "value"] == pytest.approx(base_run.metrics.value("NDCG", 10), abs=1e-12)
 
 
-@pytest.mark.parametrize(("search", "queued"), [
-    ({"space": {"model.l2_norm": {"type": "float", "low": 200.0, "high": 10000.0, "log": True}}}, False),
-    ({"space": LAMBDA, "start_from_base": False}, False),
-    ({"space": {"model.l2_norm": {"type": "float", "low": 50.0, "high": 250.0, "step": 50.0}}}, True),
-    ({"space": {"model.l2_norm": {"type": "float", "low": 60.0, "high": 260.0, "step": 50.0}}}, False),
+@pytest.mark.parametrize(("space", "queued"), [
+    ({"model.l2_norm": {"type": "float", "low": 200.0, "high": 10000.0, "log": True}}, False),  # below the range
+    ({"model.l2_norm": {"type": "float", "low": 50.0, "high": 250.0, "step": 50.0}}, True),  # on the step
+    ({"model.l2_norm": {"type": "float", "low": 60.0, "high": 260.0, "step": 50.0}}, False),  # off the step
+    ({"model.l2_norm": {"type": "int", "low": 1, "high": 1000}}, True),
 ])
-def test_base_values_outside_the_space_or_switched_off_are_not_queued(search, queued):
+def test_base_values_are_queued_only_when_they_lie_in_the_space(space, queued):
     from recsys_cli.tuning.space import base_params
 
-    config = load_config(data={**_config({}), "search": {"metric": "NDCG@10", **search}})
+    config = load_config(data={**_config({}), "search": {"metric": "NDCG@10", "space": space}})
     params, outside = base_params(config)
-    expect = queued or not config.search.start_from_base and params is not None
-    assert (params is not None) == expect
-    if params is None:
+    assert (params is not None) is queued
+    if queued:
+        assert params == {"model.l2_norm": 100.0}
+    else:
         assert outside == "model.l2_norm=100.0"
+
+
+def test_start_from_base_off_draws_trial_0_like_the_others(runs_dir):
+    outcome = tune(load_config(data=_config(LAMBDA, trials=2, start_from_base=False)), refit="none")
+    frame = pd.read_csv(outcome.study_dir / "trials.csv")
+    assert frame.loc[0, "param.model.l2_norm"] != 100.0
+    on = tune(load_config(data=_config(LAMBDA, trials=2)), refit="none")
+    assert pd.read_csv(on.study_dir / "trials.csv").loc[0, "param.model.l2_norm"] == 100.0
 
 
 @pytest.mark.parametrize(("cpus", "jobs", "threads", "storage", "fork"), [
