@@ -58,6 +58,15 @@ def train(config: Config, *, evaluate: bool = False, resume: str | Path | None =
         raise RecsysError(str(exc)) from None
     _preflight(config, model_cls)
     run, notes = _reopen_for_resume(config, resume, model_cls) if resume else (RunDirectory.create(config), [])
+    threads = torch.get_num_threads()
+    try:
+        return _train_in(run, notes, config, model_cls, evaluate=evaluate, resume=resume, hooks=hooks)
+    finally:  # device.threads is this run's: a caller running several (tune, --seeds) keeps its own
+        torch.set_num_threads(threads)
+
+
+def _train_in(run: RunDirectory, notes: list[str], config: Config, model_cls, *, evaluate: bool,
+              resume: str | Path | None, hooks: list | None) -> RunResult:
     with run.active(device=None):
         for note in notes:
             console.info(note)

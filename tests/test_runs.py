@@ -222,3 +222,14 @@ def test_memory_figures_are_this_process_own():
     block = bytearray(64 * 2**20)  # touch 64 MiB: the high-water mark must rise by about that much
     block[:: 4096] = b"x" * len(block[:: 4096])
     assert peak_rss_bytes() >= now + 60 * 2**20
+
+
+def test_a_runs_thread_count_is_its_own_and_the_callers_comes_back(tmp_path):
+    before = torch.get_num_threads()
+    config = load_config(CONFIGS / "toppop.yaml", [f"experiment.runs_dir={tmp_path}", "data.dataset=synthetic",
+                                                   "data.synthetic.n_users=200", "data.synthetic.n_items=50",
+                                                   "data.synthetic.n_interactions=2000",
+                                                   f"device.threads={before + 1}"], env={})
+    result = experiment.run(config)
+    assert json.loads((result.run_dir / "env.json").read_text())["device"].endswith(f"({before + 1} threads)")
+    assert torch.get_num_threads() == before

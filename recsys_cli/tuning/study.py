@@ -254,9 +254,6 @@ def tune(config: Config, *, trials: int | None = None, jobs: int = 1, storage: s
         console.warn(f"{n} trial(s) of workers that died were marked interrupted; they will be rerun")
     n_trials = budget(config)
     interrupted = False
-    import torch
-
-    threads = torch.get_num_threads()
     with terminate_as_interrupt():
         procs = start_workers(config, study_name, storage, study_dir, jobs)
         with _Progress(n_trials) as bar:
@@ -265,8 +262,6 @@ def tune(config: Config, *, trials: int | None = None, jobs: int = 1, storage: s
                 _workers(config, study_name, storage, study_dir, jobs, bar, optuna_study, procs)
             except KeyboardInterrupt:
                 interrupted = True
-            finally:  # worker 0's trials ran on its share of the threads; the refit gets them all again
-                torch.set_num_threads(threads)
     outcome = report.finish(optuna_study, config, study_dir, n_trials=n_trials,
                             refit=None if interrupted else refit)
     outcome.interrupted = interrupted
