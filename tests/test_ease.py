@@ -117,6 +117,21 @@ def test_column_tiles_from_upper_triangle_in_place(width):
     np.testing.assert_array_equal(again.to_dense().numpy(), full)
 
 
+@pytest.mark.parametrize("width", [1, 7, 64, 1000])
+def test_column_tiles_float32_product_equals_dense(width):
+    # float32 tiles multiply through embedding bags: weighted ratings, empty rows and one-tile W included
+    rng = np.random.default_rng(width)
+    full = rng.standard_normal((150, 120)).astype(np.float32)
+    tiles = ColumnTiles.from_dense(torch.from_numpy(full), width=width)
+    rows = sp.random(9, 150, density=0.2, random_state=width, format="csr", dtype=np.float32)
+    rows.data *= 3.0
+    rows = sp.vstack([rows, sp.csr_matrix((2, 150), dtype=np.float32)]).tocsr()  # two users without items
+    product = tiles.matmul_csr(rows)
+    assert product.dtype == torch.float32 and product.shape == (11, 120)
+    np.testing.assert_allclose(product.numpy(), rows.toarray().astype(np.float64) @ full, rtol=1e-5, atol=1e-5)
+    assert not product[9:].any()
+
+
 def test_mirror_upper_copies_triangle():
     M = torch.arange(1300 * 1300, dtype=torch.float64).reshape(1300, 1300)  # spans several blocks
     upper = torch.triu(M)
