@@ -258,17 +258,21 @@ def bench_losses(train: sp.csr_matrix, config: str, train_nnz: int) -> dict:
     Samples are what the engine counts (positives plus their uniform negatives); for softmax each
     positive is also scored against every candidate of its batch, so positives/s and logits/s are
     given too. A loss other than the config's gets 3 negatives per positive and 4,096 samples per
-    batch for bce/bpr, and no extra negatives and 1,024 positives per batch for softmax."""
+    batch for bce/bpr, and no extra negatives and 1,024 positives per batch for softmax; ``softmax-pool``
+    is that softmax run with ``in_batch_candidates: 256``."""
     model_cfg, variant, tc, sub = two_tower_setup(train, config, train_nnz, sample_seed=2)
     figures = {}
-    for loss in ("bce", "bpr", "softmax"):
+    for loss in ("bce", "bpr", "softmax", "softmax-pool"):
         cfg = {**model_cfg, "loss": loss}
+        if loss == "softmax-pool":  # the softmax run again with a pool of 256 in-batch candidates
+            cfg = {**cfg, "loss": "softmax", "in_batch_candidates": 256}
         loss_tc = tc
-        if loss != model_cfg.get("loss", "bce"):
-            cfg["num_negatives"] = 0 if loss == "softmax" else 3
-            if loss != "softmax":
+        softmax = cfg["loss"] == "softmax"
+        if cfg["loss"] != model_cfg.get("loss", "bce"):
+            cfg["num_negatives"] = 0 if softmax else 3
+            if not softmax:
                 cfg.pop("normalize", None)
-            loss_tc = tc.model_copy(update={"batch_size": 1024 if loss == "softmax" else 4096})
+            loss_tc = tc.model_copy(update={"batch_size": 1024 if softmax else 4096})
         model = TwoTower(TwoTowerConfig(**cfg), device=DEVICE, dtype=torch.float32, seed=0)
         trainer = Trainer(model, FitContext(device=DEVICE, dtype=torch.float32, seed=0, training=loss_tc))
         trainer.fit(sub)
@@ -276,9 +280,10 @@ def bench_losses(train: sp.csr_matrix, config: str, train_nnz: int) -> dict:
         positives = len(model._pos_users)
         figures[f"two_tower_{variant}_{loss}_train_samples_per_second"] = row["samples_per_second"]
         figures[f"two_tower_{variant}_{loss}_train_positives_per_second"] = round(positives / row["seconds"], 1)
-        if loss == "softmax":
-            candidates = model._positives_per_batch() * (1 + model.config.num_negatives)
-            figures[f"two_tower_{variant}_softmax_train_logits_per_second"] = round(
+        if softmax:
+            pool = min(model._positives_per_batch(), model.config.in_batch_candidates or len(model._pos_users))
+            candidates = pool * (1 + model.config.num_negatives)
+            figures[f"two_tower_{variant}_{loss}_train_logits_per_second"] = round(
                 positives * candidates / row["seconds"], 1)
     return figures
 

@@ -155,6 +155,35 @@ def test_in_batch_softmax_with_log_q_equals_the_hand_computed_loss():
     assert float(loss) == pytest.approx(0.179702, abs=1e-5)
 
 
+def test_pooled_softmax_equals_the_hand_computed_loss():
+    # 3 positives (items 5, 7, 5) scored against the pool of the first one's item (5) and a uniform
+    # negative (9); τ = 0.5. Row 0's own slot and row 2's item 5 in the pool are hits: left out.
+    own = torch.tensor([2.0, 1.5, 3.0])
+    own_q = torch.tensor([0.2, 0.05, 0.2])
+    scores = torch.tensor([[2.0, -1.0], [0.5, 0.2], [1.0, 0.5]])
+    q = torch.tensor([0.2, 0.1])
+    loss = two_tower.pooled_softmax_loss(own, own_q.log(), torch.tensor([5, 7, 5]), scores, q.log(),
+                                         torch.tensor([5, 9]), temperature=0.5)
+    # row 0: own 4 + ln 5, the negative −2 + ln 10; row 1: own 3 + ln 20, pool 1 + ln 5, negative 0.4 + ln 10;
+    # row 2: own 6 + ln 5, negative 1 + ln 10
+    row0 = math.log(math.exp(5.609438) + math.exp(0.302585)) - 5.609438
+    row1 = math.log(math.exp(5.995732) + math.exp(2.609438) + math.exp(2.702585)) - 5.995732
+    row2 = math.log(math.exp(7.609438) + math.exp(3.302585)) - 7.609438
+    assert float(loss) == pytest.approx((row0 + row1 + row2) / 3, abs=1e-5)
+    assert float(loss) == pytest.approx(0.028966, abs=1e-5)
+
+
+def test_pooled_softmax_over_every_positive_is_the_in_batch_softmax():
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(6, 12, generator=g)
+    candidates = torch.randint(0, 5, (12,), generator=g)  # repeated items: accidental hits
+    log_q = torch.rand(12, generator=g).log()
+    whole = two_tower.sampled_softmax_loss(scores, log_q, candidates, temperature=0.3)
+    pooled = two_tower.pooled_softmax_loss(scores.diagonal(), log_q[:6], candidates[:6], scores, log_q, candidates,
+                                           temperature=0.3)
+    assert float(pooled) == pytest.approx(float(whole), rel=1e-6)
+
+
 def test_candidate_log_q_mixes_item_frequency_with_the_uniform_draw():
     log_q = two_tower.candidate_log_q(torch.tensor([0, 0, 1, 2]), n_items=5, num_negatives=1)
     # frequencies [.5, .25, .25, 0, 0]; one uniform negative per positive: q = (freq + 1/5) / 2
@@ -201,6 +230,32 @@ def test_the_models_softmax_and_bpr_losses_equal_the_formulas_on_pairwise_logits
                 logits[same] = float("-inf")
                 expected = float((torch.logsumexp(logits, 1) - logits[torch.arange(n), torch.arange(n)]).mean())
         assert got == pytest.approx(expected, rel=1e-4), (loss, k)
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+@pytest.mark.parametrize("k", [0, 1])
+def test_the_models_pooled_softmax_equals_its_formula_on_pairwise_logits(variant, k):
+    extra = {"normalize": True} if variant == 2 else {}
+    model, train = _fitted(variant=variant, layers=[12, 6, 3], loss="softmax", num_negatives=k, temperature=0.2,
+                           in_batch_candidates=3, **extra)
+    model.train()
+    batch = next(iter(model.epoch_batches(train, torch.Generator().manual_seed(4))))
+    users, items, _ = batch
+    n = batch.positives
+    grid = items.view(1 + k, n)
+    candidates = grid[:, :3].reshape(-1)  # the first 3 positives' items and their negatives
+    own = grid[0]
+    with torch.no_grad():
+        got = float(model.training_loss(batch))
+        everything = torch.cat([own, candidates])
+        pairs = model(users[:n].repeat_interleave(len(everything)), everything.repeat(n)).view(n, len(everything))
+        freq = torch.bincount(model._pos_items, minlength=model.n_items).double() / len(model._pos_items)
+        log_q = ((freq + k / model.n_items) / (1 + k)).log()
+        own_logit = pairs[torch.arange(n), torch.arange(n)] / 0.2 - log_q[own]
+        rest = pairs[:, n:] / 0.2 - log_q[candidates]
+        rest[candidates[None, :] == own[:, None]] = float("-inf")
+        expected = float((torch.logsumexp(torch.cat([own_logit[:, None], rest], 1), 1) - own_logit).mean())
+    assert n > 3 and got == pytest.approx(expected, rel=1e-4)
 
 
 @pytest.mark.parametrize("loss", ["bpr", "softmax"])

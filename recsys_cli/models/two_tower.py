@@ -23,7 +23,9 @@ positives and negatives together. ``loss``:
   holds item j (the mixture of the positives' item popularity and the uniform draw), so popular items
   are not over-penalised for appearing often as negatives. Candidates that are the positive's own item
   elsewhere in the batch are masked (accidental hits). Scores stay s(u, i): τ and log-Q only shape
-  the training loss.
+  the training loss. ``in_batch_candidates: N`` keeps only the first N positives' items (and their
+  negatives) as shared candidates, plus each positive's own item: cheaper, less accurate
+  (docs/training.md).
 
 Scoring returns logits (the sigmoid does not change rankings) for all items of a block of users as
 tensor operations: variant 2 evaluates the item tower once per item (cached) and the user tower once
@@ -71,6 +73,10 @@ class TwoTowerConfig(ModelConfig):
         "with the log-Q correction."
     )
     temperature: float = Field(1.0, gt=0, description="softmax: logits are divided by this.")
+    in_batch_candidates: int | None = Field(
+        None, ge=1, description="softmax: score each positive against the items of only this many of the batch's "
+        "positives (and their uniform negatives), a random sample since batches are shuffled; null: all of them."
+    )
     normalize: bool = Field(
         False, description="variant 2: L2-normalise each tower's output (cosine similarity; pair with a temperature)."
     )
@@ -204,7 +210,7 @@ class TwoTower(TrainableRecommender):
     def _check_pair_activations(self) -> None:
         """Variant 1's softmax keeps P × C × L1 activations per batch: refuse a batch that cannot fit."""
         p = min(self._positives_per_batch(), len(self._pos_users))
-        c = p * (1 + self.config.num_negatives)
+        c = min(p, self.config.in_batch_candidates or p) * (1 + self.config.num_negatives)
         need = p * c * self.config.layers[1] * 4 * 3  # the merged pre-activation, its ReLU and their gradient
         if need > VARIANT1_SOFTMAX_BYTES:
             raise ResourceError(
@@ -225,6 +231,9 @@ class TwoTower(TrainableRecommender):
         n = batch.positives
         users, items = users[:n], items.view(-1, n)
         if self.config.loss == "softmax":
+            pool = self.config.in_batch_candidates
+            if pool is not None and pool < n:
+                return self._pooled_softmax(users, items, pool)
             candidates = items.reshape(-1)  # the batch's positives first, then every uniform negative
             scores = self._float(self._all_pairs_logits(users, candidates))
             return sampled_softmax_loss(scores, self._log_q.index_select(0, candidates), candidates,
@@ -269,13 +278,31 @@ class TwoTower(TrainableRecommender):
         return self._combine(user_side, item_side.view(*items.shape, -1))
 
     def _all_pairs_logits(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Logits of every candidate item for every user (P × C), for the sampled softmax. Variant 2
-        is one matrix product; variant 1 runs the layers after the merge on all P·C pairs (a
-        P × C × L1 activation, kept for the backward pass: the cost docs/training.md gives)."""
-        user_side, item_side = self._sides(users, candidates)
+        """Logits of every candidate item for every user (P × C), for the sampled softmax."""
+        return self._cross_logits(*self._sides(users, candidates))
+
+    def _cross_logits(self, user_side: torch.Tensor, item_side: torch.Tensor) -> torch.Tensor:
+        """Every user part against every item part (P × C). Variant 2 is one matrix product; variant 1
+        runs the layers after the merge on all P·C pairs (a P × C × L1 activation, kept for the
+        backward pass: the cost docs/training.md gives)."""
         if self.config.variant == 2:
             return torch.addmm(self.out.bias, user_side * self.out.weight[0], item_side.t())
         return self._combine(user_side[:, None, :], item_side[None, :, :])
+
+    def _pooled_softmax(self, users: torch.Tensor, items: torch.Tensor, pool: int) -> torch.Tensor:
+        """The softmax loss with the candidates of the first ``pool`` positives only (each with its
+        uniform negatives): the same slot mixture as the whole batch's, so log q is unchanged. A
+        positive beyond the pool gets its own item as an extra column."""
+        n = items.shape[1]
+        candidates = items[:, :pool].reshape(-1)
+        own_items = items[0]
+        user_side, item_side = self._sides(users, torch.cat([candidates, own_items[pool:]]))
+        c = candidates.numel()
+        scores = self._float(self._cross_logits(user_side, item_side[:c]))
+        own_side = torch.cat([item_side[:pool], item_side[c:]]) if pool < n else item_side[:pool]
+        own = self._float(self._combine(user_side, own_side))
+        return pooled_softmax_loss(own, self._log_q.index_select(0, own_items), own_items, scores,
+                                   self._log_q.index_select(0, candidates), candidates, self.config.temperature)
 
     def _user_half(self, user_vectors: torch.Tensor) -> torch.Tensor:
         """Variant 1's merge Linear on [u; i] is W_u·u + W_i·i + b: this is W_u·u + b, (users × L1)."""
@@ -401,6 +428,20 @@ def sampled_softmax_loss(scores: torch.Tensor, log_q: torch.Tensor, candidates: 
     hits.diagonal().fill_(False)
     logits.masked_fill_(hits, float("-inf"))
     return F.cross_entropy(logits, torch.arange(n, device=scores.device))
+
+
+def pooled_softmax_loss(own: torch.Tensor, own_log_q: torch.Tensor, own_items: torch.Tensor, scores: torch.Tensor,
+                        log_q: torch.Tensor, candidates: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean over the P rows of −log softmax(s/τ − log q) at row p's own positive, over that positive
+    and the C shared candidates (``scores`` is P × C). A candidate holding row p's positive item
+    (its own slot among the candidates or the same item elsewhere) is left out of row p's softmax,
+    so with every positive among the candidates this equals :func:`sampled_softmax_loss`."""
+    inv = 1.0 / temperature
+    logits = torch.cat([(own * inv - own_log_q)[:, None], (scores * inv).sub_(log_q)], dim=1)
+    hits = torch.cat([torch.zeros_like(own_items, dtype=torch.bool)[:, None],
+                      candidates[None, :] == own_items[:, None]], dim=1)
+    logits.masked_fill_(hits, float("-inf"))
+    return F.cross_entropy(logits, torch.zeros(len(own), dtype=torch.long, device=logits.device))
 
 
 def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
