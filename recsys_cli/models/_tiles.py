@@ -22,10 +22,9 @@ class ColumnTiles:
     """A dense n × m matrix kept as contiguous column tiles in one flat CPU buffer.
 
     Tile k holds columns ``edges[k]..edges[k+1]`` as a C-ordered n × w block at offset n·edges[k].
-    Scoring multiplies a block of users' sparse rows, item by item (CSC), by one tile at a time, so
-    the tile's rows and the block's output columns stay in cache and each entry of W is read once
-    per block of users rather than once per rating: on a 2-core CPU that is 2-4× the throughput of
-    one sparse × dense product over the whole matrix, which is bound by memory bandwidth.
+    Scoring multiplies a block of users' sparse rows by one tile at a time, so the tile's rows stay
+    in cache while the block's users read them: on a 2-core CPU that is 2-4× the throughput of one
+    sparse × dense product over the whole matrix, which is bound by memory bandwidth.
     """
 
     def __init__(self, flat: torch.Tensor, n_rows: int, edges: np.ndarray):
