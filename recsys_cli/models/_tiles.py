@@ -112,7 +112,9 @@ class ColumnTiles:
         parts = [torch.nn.functional.embedding_bag(items, tile, offsets, mode="sum", per_sample_weights=weights,
                                                    include_last_offset=True)
                  for _, _, tile in self.blocks()]
-        return torch.cat(parts, dim=1) if len(parts) != 1 else parts[0]
+        if len(parts) <= 1:
+            return parts[0] if parts else torch.zeros((rows.shape[0], 0), dtype=self.dtype)
+        return torch.cat(parts, dim=1)
 
     def _matmul_scipy(self, rows: sp.csr_matrix) -> torch.Tensor:
         items_major = sp.csc_matrix(rows, dtype=self._arrays[0].dtype if self._arrays else np.float32)
