@@ -217,8 +217,8 @@ class TwoTower(TrainableRecommender):
                 f"variant 1 with loss softmax would hold {need / 2**30:.1f} GiB of pair activations per batch "
                 f"({p:,} positives × {c:,} candidates × {self.config.layers[1]} units)",
                 hint=f"lower training.batch_size (now {self.training_config.batch_size}; 1024 needs "
-                     f"{1024 * 1024 * (1 + self.config.num_negatives) * self.config.layers[1] * 12 / 2**30:.2f} GiB) "
-                     "or use loss bce or bpr",
+                     f"{1024 * 1024 * (1 + self.config.num_negatives) * self.config.layers[1] * 12 / 2**30:.2f} GiB), "
+                     "set model.in_batch_candidates (e.g. 256) or use loss bce or bpr",
             )
 
     def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
