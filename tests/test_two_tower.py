@@ -279,6 +279,10 @@ def test_loss_settings_are_checked():
     with pytest.raises(ValidationError, match="variant 1 has no towers"):
         TwoTowerConfig(variant=1, normalize=True)
     assert TwoTowerConfig(loss="softmax", num_negatives=0).num_negatives == 0
+    with pytest.raises(ValidationError, match="in_batch_candidates applies to loss softmax, not bce"):
+        TwoTowerConfig(loss="bce", in_batch_candidates=64)
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        TwoTowerConfig(loss="softmax", in_batch_candidates=0)
 
 
 def test_variant_1_softmax_refuses_a_batch_whose_pair_activations_do_not_fit(monkeypatch):

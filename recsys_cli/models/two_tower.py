@@ -88,6 +88,8 @@ class TwoTowerConfig(ModelConfig):
     def _loss_needs(self) -> TwoTowerConfig:
         if self.loss in ("bce", "bpr") and self.num_negatives < 1:
             raise ValueError(f"loss {self.loss} needs num_negatives >= 1 (only softmax works from in-batch negatives)")
+        if self.in_batch_candidates is not None and self.loss != "softmax":
+            raise ValueError(f"in_batch_candidates applies to loss softmax, not {self.loss} (remove it or set loss: softmax)")
         if self.normalize and self.variant != 2:
             raise ValueError("normalize applies to variant 2's tower outputs; variant 1 has no towers")
         return self
