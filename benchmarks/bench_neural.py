@@ -8,7 +8,8 @@ Figures (targets from issue 6, on the project's 2-core CPU):
 - Mult-VAE: seconds for one epoch over all users with configs/multvae.yaml (≤ 30 s), against the
   reference implementation's dense input rows (normalise, dropout, Linear; log_softmax) on a sample;
 - two-tower (variants 1 and 2, configs/two-tower-{1,2}.yaml): training samples/s (≥ 500,000; also
-  with each loss, bce, bpr and softmax, on a 500,000-interaction sample) and
+  with each loss, bce, bpr and softmax, and softmax with a pool of 256 in-batch candidates, on a
+  500,000-interaction sample) and
   evaluation users/s (≥ 20,000; scoring all items and taking the top 10 per user, in the evaluator's
   blocks), and the whole evaluator's users/s (27 columns, seen items masked);
 - the seed's approach measured in the same run on a small sample: per-item Python scoring loop
