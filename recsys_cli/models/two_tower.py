@@ -295,14 +295,12 @@ class TwoTower(TrainableRecommender):
         """The softmax loss with the candidates of the first ``pool`` positives only (each with its
         uniform negatives): the same slot mixture as the whole batch's, so log q is unchanged. A
         positive beyond the pool gets its own item as an extra column."""
-        n = items.shape[1]
-        candidates = items[:, :pool].reshape(-1)
+        candidates = items[:, :pool].reshape(-1)  # the pool's positives first, then their negatives
         own_items = items[0]
         user_side, item_side = self._sides(users, torch.cat([candidates, own_items[pool:]]))
         c = candidates.numel()
         scores = self._float(self._cross_logits(user_side, item_side[:c]))
-        own_side = torch.cat([item_side[:pool], item_side[c:]]) if pool < n else item_side[:pool]
-        own = self._float(self._combine(user_side, own_side))
+        own = self._float(self._combine(user_side, torch.cat([item_side[:pool], item_side[c:]])))
         return pooled_softmax_loss(own, self._log_q.index_select(0, own_items), own_items, scores,
                                    self._log_q.index_select(0, candidates), candidates, self.config.temperature)
 
