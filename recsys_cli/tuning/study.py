@@ -329,13 +329,13 @@ def _workers(config: Config, study_name: str, storage: str | None, study_dir: Pa
                  on_trial=lambda s, _o: bar.update(s))
         while (running := next((p for p in procs if p.poll() is None), None)) is not None:
             bar.update(study)
-            running.wait(0.25)
+            _exited(running, 0.25)
     except KeyboardInterrupt:
         for p in procs:  # a terminal's Ctrl-C reached them too; SIGTERM also reaches background ones
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for p in procs:
-            if not p.wait(60):
+            if not _exited(p, 60):
                 p.kill()
         raise
     bar.update(study)
@@ -345,6 +345,15 @@ def _workers(config: Config, study_name: str, storage: str | None, study_dir: Pa
         tail = (study_dir / f"worker-{i}.log").read_text(errors="replace").strip().splitlines()[-1:]
         raise RecsysError(f"tuning worker {i} exited with code {procs[i - 1].poll()}"
                           + (f": {tail[0]}" if tail else ""), hint=f"see {study_dir}/worker-{i}.log", exit_code=1)
+
+
+def _exited(proc: Any, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for a worker (a Popen or a :class:`_ForkedWorker`) to exit."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _threads_per_worker(jobs: int) -> int | None:
@@ -381,7 +390,7 @@ def start_workers(config: Config, study_name: str, storage: str | None, study_di
         log = open(study_dir / f"worker-{i}.log", "ab")  # noqa: SIM115 - the child keeps its own copy
         cmd = [sys.executable, "-m", "recsys_cli.tuning.worker", str(study_dir), "--worker", str(i),
                "--threads", str(threads)]
-        procs.append(_Subprocess(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
+        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
         log.close()
     return procs
 
@@ -402,31 +411,9 @@ def forks_workers(config: Config, storage: str | None, jobs: int) -> bool:
     return jobs > 1 and sys.platform == "linux" and cpu_run and storage is None and threads == 1
 
 
-class _Subprocess:
-    """A fresh worker process, seen through the small interface :func:`_workers` uses."""
-
-    def __init__(self, proc: subprocess.Popen):
-        self.proc = proc
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def wait(self, timeout: float) -> bool:
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-
-    def send_signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    def kill(self) -> None:
-        self.proc.kill()
-
-
 class _ForkedWorker:
-    """A worker forked from this process; its output goes to ``worker-I.log`` like a fresh one's."""
+    """A worker forked from this process, with the part of ``subprocess.Popen``'s interface that
+    :func:`_workers` uses; its output goes to ``worker-I.log`` like a fresh one's."""
 
     def __init__(self, config: Config, study_name: str, study_dir: Path, index: int, env: dict[str, str]):
         import multiprocessing
@@ -439,9 +426,11 @@ class _ForkedWorker:
     def poll(self) -> int | None:
         return self.proc.exitcode
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float | None = None) -> int:
         self.proc.join(timeout)
-        return self.proc.exitcode is not None
+        if self.proc.exitcode is None:
+            raise subprocess.TimeoutExpired(self.proc.name, timeout or 0)
+        return self.proc.exitcode
 
     def send_signal(self, signum: int) -> None:
         if self.proc.pid is not None and self.proc.exitcode is None:
