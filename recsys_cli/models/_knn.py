@@ -99,7 +99,7 @@ class KNNRecommender(ItemItemRecommender):
 
     def memory_estimate(self, X: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> tuple[int, str]:
         side = X.shape[0] if self.neighbours == "users" else X.shape[1]
-        k = min(self.config.topk, side)  # what compute_W keeps (neighbours_kept)
+        k = neighbours_kept(self.config.topk, side, self.neighbours, warn=False)
         need = similarity_memory_bytes(self._data(X), k, max(1, torch.get_num_threads()))
         return need, f"{side:,} {self.neighbours} × topK {k} + {format_bytes(need)} of blocks and data"
 

@@ -106,7 +106,7 @@ class RandomWalkRecommender(ItemItemRecommender):
         return X, Y, deg
 
     def memory_estimate(self, X: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> tuple[int, str]:
-        k = min(self.config.topk, X.shape[1])  # what compute_W keeps (neighbours_kept)
+        k = neighbours_kept(self.config.topk, X.shape[1], "items", warn=False)
         need = similarity_memory_bytes(X, k, max(1, torch.get_num_threads()), copies=2)
         return need, f"{X.shape[1]:,} items × topK {k} + {format_bytes(need)} of blocks and data"
 

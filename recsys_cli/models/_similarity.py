@@ -319,12 +319,14 @@ def similarity_memory_bytes(X: sp.csr_matrix, topk: int, threads: int, *, width:
     return data + threads * block + running
 
 
-def neighbours_kept(topk: int, n: int, what: str) -> int:
-    """``topk``, or every one of the ``n`` candidates when topk asks for more (with a warning): a
-    search space shared across data sets may reach past a small one's size."""
+def neighbours_kept(topk: int, n: int, what: str, *, warn: bool = True) -> int:
+    """``topk``, or every one of the ``n`` candidates when topk asks for more (with a warning unless
+    ``warn`` is off, as for a memory plan): a search space shared across data sets may reach past a
+    small one's size."""
     if topk <= n:
         return topk
-    from recsys_cli import console
+    if warn:
+        from recsys_cli import console
 
-    console.warn(f"model.topk is {topk} but there are only {n:,} {what}: keeping all {n:,}")
+        console.warn(f"model.topk is {topk} but there are only {n:,} {what}: keeping all {n:,}")
     return n
