@@ -142,7 +142,7 @@ def _stream_once(url: str, part: Path, policy: RetryPolicy, label: str) -> None:
                             hint=f"check the host name in the URL (RECSYS_MOVIELENS_BASE_URL or the mirror), or use "
                                  f"{option('source')}") from None
         raise _Transient(f"cannot reach {_host(url)}: {getattr(exc.reason, 'strerror', None) or exc.reason}") from None
-    except (TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
+    except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
         raise _Transient(f"cannot reach {_host(url)}: {exc}") from None
     with response:
         status = getattr(response, "status", 200)

@@ -405,7 +405,7 @@ def get_split(dataset: Dataset, data_config, *, seed: int, data_dir: Path) -> Sp
         "has_val": fresh.val is not None,
         "warnings": warnings,
         "fingerprint": fresh.fingerprint,
-        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     save_split(directory, fresh, manifest)
     fresh.directory = directory
