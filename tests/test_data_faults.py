@@ -229,3 +229,43 @@ def _dead_pid() -> int:
 def test_staged_directory_names_carry_the_pid(tmp_path):
     with cache_mod.staged_directory(tmp_path / "target") as tmp:
         assert tmp.name.startswith(f".target.tmp-{os.getpid()}-")
+
+
+def test_a_folder_another_writer_swaps_in_meanwhile_does_not_fail_the_write(tmp_path, monkeypatch):
+    # Two processes writing the same split: the other one's folder lands on the target between this
+    # one's move-aside and its rename, which fails with "Directory not empty"; the swap is retried.
+    target = tmp_path / "split"
+    target.mkdir()
+    (target / "who").write_text("first")
+    real_replace = os.replace
+    raced = []
+
+    def racing_replace(src, dst):
+        if str(dst) == str(target) and not raced:
+            raced.append(True)
+            target.mkdir()
+            (target / "who").write_text("other writer")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(cache_mod.os, "replace", racing_replace)
+    with cache_mod.staged_directory(target) as tmp:
+        (tmp / "who").write_text("this writer")
+    assert raced and (target / "who").read_text() == "this writer"
+    assert [p.name for p in tmp_path.iterdir()] == ["split"]  # no temporary or moved-aside folder left
+
+
+def test_a_swap_that_keeps_failing_is_a_one_line_data_error(tmp_path, monkeypatch):
+    import errno
+
+    target = tmp_path / "split"
+
+    def always_taken(src, dst):
+        if str(dst) == str(target):
+            raise OSError(errno.ENOTEMPTY, "Directory not empty")
+        return os.rename(src, dst)
+
+    monkeypatch.setattr(cache_mod.os, "replace", always_taken)
+    with pytest.raises(DataError, match="could not write .*split: Directory not empty"):
+        with cache_mod.staged_directory(target) as tmp:
+            (tmp / "x").write_text("x")
+    assert list(tmp_path.iterdir()) == []

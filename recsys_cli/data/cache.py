@@ -100,19 +100,36 @@ def staged_directory(target: Path):
         raise write_failure(target, exc) from None
     try:
         yield tmp
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}-{tmp.name[-8:]}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, target)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise write_failure(target, exc) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+SWAP_ATTEMPTS = 5
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` onto ``target``, moving a folder already there aside first.
+
+    Another process writing the same cache or split (two ``tune`` machines sharing a data folder, say)
+    may put its folder in place between the move and the rename, which then fails with "Directory not
+    empty": the swap is tried again, so the last writer's complete folder wins and neither fails."""
+    old = target.parent / f".{target.name}.old-{os.getpid()}-{tmp.name[-8:]}"
+    for attempt in range(SWAP_ATTEMPTS):
+        try:
+            with contextlib.suppress(FileNotFoundError):  # nothing there, or another writer moved it
+                os.replace(target, old)
+            os.replace(tmp, target)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == SWAP_ATTEMPTS - 1:
+                raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _save_npz_matrix(path: Path, matrix: sp.csr_matrix) -> None:
@@ -142,7 +159,7 @@ def write_cache(directory: Path, dataset: Dataset, *, source: dict[str, Any]) ->
             "parser_version": PARSER_VERSION,
             "dataset": dataset.name,
             "course_name": dataset.manifest.get("course_name", dataset.name),
-            "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "source": source,
             "n_users": dataset.n_users,
             "n_items": dataset.n_items,
