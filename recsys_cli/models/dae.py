@@ -17,6 +17,7 @@ decoder mirroring the encoder, no output activation; the scores of a user are th
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
@@ -113,12 +114,12 @@ class DAE(TrainableRecommender):
         return self._indices[pos], offsets, self._values[pos]
 
     def _first_layer(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """rows @ W for sparse rows: scipy's CSR kernels on the CPU, the EmbeddingBag elsewhere.
+        """rows @ W for sparse rows: sparse CSR/CSC products when training on the CPU, the
+        EmbeddingBag elsewhere.
 
         On the CPU, EmbeddingBag's backward sorts all the batch's indices and scatters (≈10× the
-        cost of the product itself); the gradient is simply rowsᵀ @ grad, which scipy computes
-        directly from the same CSR. Without a backward pass (scoring) the multithreaded
-        EmbeddingBag forward is the faster one."""
+        cost of the product itself); the gradient is simply rowsᵀ @ grad, a sparse product over the
+        same three arrays. Without a backward pass (scoring) the EmbeddingBag forward is the faster one."""
         weight = self.input_layer.weight
         backward = torch.is_grad_enabled() and weight.requires_grad
         if backward and self.device.type == "cpu" and weight.dtype in (torch.float32, torch.float64):
@@ -250,20 +251,32 @@ class _SparseRowsTimesWeight(torch.autograd.Function):
     """``X @ W`` for a CSR batch ``X`` (indices, row offsets, values) and a dense CPU ``W``.
 
     The same maths as ``EmbeddingBag(mode="sum", per_sample_weights=values)``; forward and the
-    weight gradient ``Xᵀ @ grad`` both run as scipy CSR products over the batch's non-zeros only."""
+    weight gradient ``Xᵀ @ grad`` both run as PyTorch sparse products over the batch's non-zeros
+    only: X as CSR, and the same three arrays read as the CSC layout of Xᵀ, so no transpose is built.
+    These multithreaded kernels sum each output element in the non-zeros' order, as scipy's CSR
+    product does (bit for bit the same values), in about half scipy's time on two cores."""
 
     @staticmethod
     def forward(ctx, weight, indices, offsets, values):  # noqa: D102
-        n = len(offsets)
+        n, m = len(offsets), weight.shape[0]
         indptr = torch.cat([offsets, torch.tensor([len(indices)], dtype=offsets.dtype)])
-        x = sp.csr_matrix((values.numpy(), indices.numpy(), indptr.numpy()), shape=(n, weight.shape[0]))
-        ctx.x = x
-        return torch.from_numpy(np.ascontiguousarray(x @ weight.detach().numpy()))
+        ctx.xt = _sparse(torch.sparse_csc_tensor, indptr, indices, values, (m, n))
+        with torch.autocast("cpu", enabled=False):  # the weight's precision, as the layer's is (no half kernels)
+            return _sparse(torch.sparse_csr_tensor, indptr, indices, values, (n, m)) @ weight.detach()
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        grad_weight = torch.from_numpy(np.ascontiguousarray(ctx.x.T @ grad.contiguous().numpy()))
-        return grad_weight.to(grad.dtype), None, None, None
+        with torch.autocast("cpu", enabled=False):
+            return (ctx.xt @ grad.to(ctx.xt.dtype).contiguous()).to(grad.dtype), None, None, None
+
+
+def _sparse(layout, compressed: torch.Tensor, plain: torch.Tensor, values: torch.Tensor,
+            size: tuple[int, int]) -> torch.Tensor:
+    """A CSR or CSC tensor over arrays built above (valid by construction, so the checks are skipped);
+    PyTorch's note that sparse compressed tensors are a beta feature is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse (CSR|CSC) tensor support is in beta")
+        return layout(compressed, plain, values, size=size, check_invariants=False)
 
 
 class _OutputLayerLoss(torch.autograd.Function):
