@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from pydantic import ValidationError
 
 from recsys_cli.config.schema import TrainingConfig
@@ -182,6 +183,42 @@ def test_pooled_softmax_over_every_positive_is_the_in_batch_softmax():
     pooled = two_tower.pooled_softmax_loss(scores.diagonal(), log_q[:6], candidates[:6], scores, log_q, candidates,
                                            temperature=0.3)
     assert float(pooled) == pytest.approx(float(whole), rel=1e-6)
+
+
+def test_accidental_hits_are_every_matching_pair():
+    g = torch.Generator().manual_seed(4)
+    candidates = torch.randint(0, 6, (40,), generator=g)
+    row_items = torch.cat([candidates[:10], torch.tensor([99])])  # 99 matches nothing
+    rows, cols = two_tower.accidental_hits(row_items, candidates)
+    expected = (row_items[:, None] == candidates[None, :]).nonzero()
+    assert sorted(zip(rows.tolist(), cols.tolist())) == sorted(map(tuple, expected.tolist()))
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_softmax_hit_exclusion_equals_masking_in_the_graph(pooled):
+    # Excluding hits outside autograd must give the same loss and gradient, bit for bit, as masking
+    # them inside the graph (the gradient at an excluded logit is 0 either way).
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randn(8, 24, generator=g, requires_grad=True)
+    candidates = torch.randint(0, 4, (24,), generator=g)  # many repeated items
+    log_q = torch.rand(24, generator=g).log()
+    logits = (scores * (1 / 0.3)).sub(log_q)
+    if pooled:
+        own, own_items = scores[:, 0] * 1.5, candidates[:8].flip(0)
+        loss = two_tower.pooled_softmax_loss(own, log_q[:8], own_items, scores, log_q, candidates, 0.3)
+        logits = torch.cat([(own * (1 / 0.3) - log_q[:8])[:, None], logits], dim=1)
+        hits = torch.cat([torch.zeros(8, 1, dtype=torch.bool), candidates[None, :] == own_items[:, None]], dim=1)
+        target = torch.zeros(8, dtype=torch.long)
+    else:
+        loss = two_tower.sampled_softmax_loss(scores, log_q, candidates, 0.3)
+        hits = candidates[None, :] == candidates[:8, None]
+        hits.diagonal().fill_(False)
+        target = torch.arange(8)
+    assert hits.sum() > 8  # the case under test: several hits per row
+    (grad,) = torch.autograd.grad(loss, scores, retain_graph=True)
+    reference = F.cross_entropy(logits.masked_fill(hits, float("-inf")), target)
+    (reference_grad,) = torch.autograd.grad(reference, scores)
+    assert torch.equal(loss, reference) and torch.equal(grad, reference_grad)
 
 
 def test_candidate_log_q_mixes_item_frequency_with_the_uniform_draw():

@@ -424,9 +424,9 @@ def sampled_softmax_loss(scores: torch.Tensor, log_q: torch.Tensor, candidates: 
     n = scores.shape[0]
     # one new P × C tensor, then in place (neither step's backward needs its input or output)
     logits = (scores * (1.0 / temperature)).sub_(log_q)
-    hits = candidates[None, :] == candidates[:n, None]
-    hits.diagonal().fill_(False)
-    logits.masked_fill_(hits, float("-inf"))
+    rows, cols = accidental_hits(candidates[:n], candidates)
+    keep = rows != cols  # column p is row p's own positive
+    _exclude_(logits, rows[keep], cols[keep])
     return F.cross_entropy(logits, torch.arange(n, device=scores.device))
 
 
@@ -438,10 +438,33 @@ def pooled_softmax_loss(own: torch.Tensor, own_log_q: torch.Tensor, own_items: t
     so with every positive among the candidates this equals :func:`sampled_softmax_loss`."""
     inv = 1.0 / temperature
     logits = torch.cat([(own * inv - own_log_q)[:, None], (scores * inv).sub_(log_q)], dim=1)
-    hits = torch.cat([torch.zeros_like(own_items, dtype=torch.bool)[:, None],
-                      candidates[None, :] == own_items[:, None]], dim=1)
-    logits.masked_fill_(hits, float("-inf"))
+    rows, cols = accidental_hits(own_items, candidates)
+    _exclude_(logits, rows, cols + 1)  # column 0 is the own positive
     return F.cross_entropy(logits, torch.zeros(len(own), dtype=torch.long, device=logits.device))
+
+
+def accidental_hits(row_items: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, columns) of every candidate holding its row's item: ``candidates[c] == row_items[r]``.
+
+    Found through one sort of the candidates (a binary search per row), so the cost follows the
+    number of hits rather than rows × candidates."""
+    order = torch.argsort(candidates, stable=True)
+    ranked = candidates[order]
+    first = torch.searchsorted(ranked, row_items, side="left")
+    counts = torch.searchsorted(ranked, row_items, side="right") - first
+    rows = torch.repeat_interleave(torch.arange(len(row_items), device=candidates.device), counts)
+    # the k-th hit of row r sits at ranked position first[r] + k
+    within = torch.arange(len(rows), device=candidates.device) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts)
+    return rows, order[torch.repeat_interleave(first, counts) + within]
+
+
+def _exclude_(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
+    """Set these logits to −inf, outside autograd: the softmax gives them probability 0, so the
+    cross-entropy's gradient there is exactly 0 already (what masking inside the graph would give,
+    at the price of a full-size copy of the gradient)."""
+    with torch.no_grad():
+        logits[rows, cols] = float("-inf")
 
 
 def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
