@@ -194,6 +194,25 @@ def test_accidental_hits_are_every_matching_pair():
     assert sorted(zip(rows.tolist(), cols.tolist())) == sorted(map(tuple, expected.tolist()))
 
 
+@pytest.mark.parametrize("own_diagonal, first_column", [(True, 0), (False, 1)])
+def test_hit_exclusion_by_sort_equals_the_dense_comparison(own_diagonal, first_column):
+    # the CPU lists hits by sorting; other devices compare densely (no host synchronisation)
+    g = torch.Generator().manual_seed(6)
+    candidates = torch.randint(0, 5, (30,), generator=g)
+    row_items = candidates[:7] if own_diagonal else torch.randint(0, 7, (7,), generator=g)
+    logits = torch.randn(7, 30 + first_column, generator=g)
+    by_sort, dense = logits.clone(), logits.clone()
+    two_tower.exclude_hits_(by_sort, row_items, candidates, first_column=first_column, own_diagonal=own_diagonal,
+                            sparse=True)
+    two_tower.exclude_hits_(dense, row_items, candidates, first_column=first_column, own_diagonal=own_diagonal,
+                            sparse=False)
+    assert torch.equal(by_sort, dense)
+    excluded = torch.isinf(by_sort)
+    assert 7 < excluded.sum() < 7 * 30 and not excluded[:, :first_column].any()
+    if own_diagonal:
+        assert not excluded.diagonal().any()
+
+
 @pytest.mark.parametrize("pooled", [False, True])
 def test_softmax_hit_exclusion_equals_masking_in_the_graph(pooled):
     # Excluding hits outside autograd must give the same loss and gradient, bit for bit, as masking

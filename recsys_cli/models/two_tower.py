@@ -424,9 +424,7 @@ def sampled_softmax_loss(scores: torch.Tensor, log_q: torch.Tensor, candidates: 
     n = scores.shape[0]
     # one new P × C tensor, then in place (neither step's backward needs its input or output)
     logits = (scores * (1.0 / temperature)).sub_(log_q)
-    rows, cols = accidental_hits(candidates[:n], candidates)
-    keep = rows != cols  # column p is row p's own positive
-    _exclude_(logits, rows[keep], cols[keep])
+    exclude_hits_(logits, candidates[:n], candidates, own_diagonal=True)  # column p is row p's own positive
     return F.cross_entropy(logits, torch.arange(n, device=scores.device))
 
 
@@ -438,8 +436,7 @@ def pooled_softmax_loss(own: torch.Tensor, own_log_q: torch.Tensor, own_items: t
     so with every positive among the candidates this equals :func:`sampled_softmax_loss`."""
     inv = 1.0 / temperature
     logits = torch.cat([(own * inv - own_log_q)[:, None], (scores * inv).sub_(log_q)], dim=1)
-    rows, cols = accidental_hits(own_items, candidates)
-    _exclude_(logits, rows, cols + 1)  # column 0 is the own positive
+    exclude_hits_(logits, own_items, candidates, first_column=1)  # column 0 is the own positive
     return F.cross_entropy(logits, torch.zeros(len(own), dtype=torch.long, device=logits.device))
 
 
@@ -459,12 +456,29 @@ def accidental_hits(row_items: torch.Tensor, candidates: torch.Tensor) -> tuple[
     return rows, order[torch.repeat_interleave(first, counts) + within]
 
 
-def _exclude_(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
-    """Set these logits to −inf, outside autograd: the softmax gives them probability 0, so the
-    cross-entropy's gradient there is exactly 0 already (what masking inside the graph would give,
-    at the price of a full-size copy of the gradient)."""
+def exclude_hits_(logits: torch.Tensor, row_items: torch.Tensor, candidates: torch.Tensor, *, first_column: int = 0,
+                  own_diagonal: bool = False, sparse: bool | None = None) -> None:
+    """Set to −inf every logit ``logits[r, first_column + c]`` whose candidate holds row r's item.
+
+    ``own_diagonal``: column r is row r's own positive, not a hit. Done outside autograd: the softmax
+    gives these logits probability 0, so the cross-entropy's gradient there is exactly 0 already
+    (masking inside the graph would give the same, at the price of a full-size copy of the gradient).
+    ``sparse`` (default: on the CPU) lists the hits with :func:`accidental_hits`; elsewhere a dense
+    comparison, which needs no host synchronisation (the hit count would)."""
+    if sparse is None:
+        sparse = logits.device.type == "cpu"
     with torch.no_grad():
-        logits[rows, cols] = float("-inf")
+        if sparse:
+            rows, cols = accidental_hits(row_items, candidates)
+            if own_diagonal:
+                keep = rows != cols
+                rows, cols = rows[keep], cols[keep]
+            logits[rows, cols + first_column] = float("-inf")
+        else:
+            hits = row_items[:, None] == candidates[None, :]
+            if own_diagonal:
+                hits.diagonal().fill_(False)
+            logits[:, first_column:].masked_fill_(hits, float("-inf"))
 
 
 def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
