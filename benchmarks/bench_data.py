@@ -3,8 +3,8 @@
     python benchmarks/bench_data.py                 # 10,000,054 ratings, 69,878 users × 10,681 items
     python benchmarks/bench_data.py --ratings 200000  # quick check
 
-Targets (issue 3, on a 2-core machine): parse ≤ 30 s, cache load ≤ 3 s. The baseline is the course's
-reader approach (pandas' python engine with the '::' separator, ids as str) timed on the first
+Targets (issue 3, on a 2-core machine): parse ≤ 30 s, cache load ≤ 3 s. The baseline is the way the
+reference reader parses (pandas' python engine with the '::' separator, ids as str), timed on the first
 --baseline-lines lines in the same run; the ratio compares lines per second.
 """
 

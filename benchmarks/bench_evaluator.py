@@ -90,7 +90,7 @@ class LowRank(Recommender):
 
 
 def per_user_numpy(model: LowRank, train: sp.csr_matrix, test: sp.csr_matrix, users: np.ndarray, k: int) -> dict:
-    """The straightforward evaluator: one user at a time, NumPy only (the per-user part of the course's loop)."""
+    """The straightforward evaluator: one user at a time, NumPy only (score, mask seen, argpartition + argsort, np.isin)."""
     n_items = train.shape[1]
     p, q_t = model.p.cpu().numpy(), model.q_t.cpu().numpy()
     pop = np.diff(sp.csc_matrix(train).indptr).astype(np.float64)

@@ -1,4 +1,4 @@
-"""Throughput of the neural models at MovieLens-10M scale, against the seed notebook's approach.
+"""Throughput of the neural models at MovieLens-10M scale, against straightforward Python and dense baselines.
 
     python benchmarks/bench_neural.py            # full size: 69,878 users × 10,677 items
     python benchmarks/bench_neural.py --quick    # a tenth of the users, to check the script works
@@ -12,9 +12,9 @@ Figures (targets from issue 6, on the project's 2-core CPU):
   500,000-interaction sample) and
   evaluation users/s (≥ 20,000; scoring all items and taking the top 10 per user, in the evaluator's
   blocks), and the whole evaluator's users/s (27 columns, seen items masked);
-- the seed's approach measured in the same run on a small sample: per-item Python scoring loop
-  (users/s), per-interaction rejection sampling in Python (samples/s), the DAE with dense input rows
-  (users/s), and the ratios.
+- straightforward baselines measured in the same run on a small sample (the JSON keys starting with
+  ``seed_``): a per-item Python scoring loop (users/s), per-interaction rejection sampling in Python
+  (samples/s), the DAE with dense input rows (users/s), and the ratios.
 
 The data is a synthetic interaction matrix with the shape and density of ML-10M's training part
 (Zipf-like user activity and item popularity); throughput does not depend on the values.
@@ -99,7 +99,7 @@ def bench_dae(train: sp.csr_matrix, seed_users: int) -> dict:
     _, seconds = timed(lambda: trainer.fit(train))
     epoch_seconds = trainer.history[0]["seconds"]
     users = int((np.diff(train.indptr) > 0).sum())
-    # The seed's DAE: dense raw rows through a dense first Linear, batches of 1024 in index order.
+    # Baseline DAE: dense raw rows through a dense first Linear, batches of 256 users in index order.
     dense_first = torch.nn.Linear(train.shape[1], model_cfg.get("hidden", [420, 69])[0]).to(DEVICE)
     opt = torch.optim.Adam([*dense_first.parameters(), *model.parameters()], lr=1e-3)
     sample = np.arange(min(seed_users, train.shape[0]))
@@ -170,7 +170,7 @@ def pair_flops(layers: list[int]) -> int:
 
 
 def seed_rejection_rate(train: sp.csr_matrix, n_positives: int, k: int = 3) -> float:
-    """The seed's sampler: for each interaction, k negatives by Python rejection against a set."""
+    """Baseline sampler: for each interaction, k negatives by Python rejection against a set."""
     coo = train.tocoo()
     profiles = {}
     t0 = time.perf_counter()
@@ -220,7 +220,7 @@ def bench_two_tower(train: sp.csr_matrix, config: str, train_nnz: int, seed_user
         figures["two_tower_1_eval_gflop_per_second"] = round(flops_per_pair * train.shape[1] * eval_rate / 1e9, 1)
         figures["two_tower_1_gflop_per_second_for_20k_users_per_second"] = round(
             flops_per_pair * train.shape[1] * 20_000 / 1e9, 1)
-        # The seed's tiny layers, untrained (the scoring cost does not depend on the weights).
+        # Tiny layers [10, 5, 2, 2] with init=seed, untrained (the scoring cost does not depend on the weights).
         tiny = TwoTower(TwoTowerConfig(variant=1, layers=[10, 5, 2, 2], init="seed"), device=DEVICE,
                         dtype=torch.float32, seed=0)
         tiny.build_for(train)
@@ -229,7 +229,7 @@ def bench_two_tower(train: sp.csr_matrix, config: str, train_nnz: int, seed_user
             eval_users_per_second(tiny, train.shape[0], min(20_000, train.shape[0])), 1)
         figures["two_tower_1_seed_layers_eval_mflop_per_user"] = round(
             pair_flops([10, 5, 2, 2]) * train.shape[1] / 1e6, 3)
-    # The seed's scoring: forward(users, item) once per item, in a Python loop.
+    # Baseline scoring: forward(users, item) once per item, in a Python loop.
     users = torch.arange(seed_users, device=DEVICE)
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -237,7 +237,7 @@ def bench_two_tower(train: sp.csr_matrix, config: str, train_nnz: int, seed_user
         torch.topk(scores, 10, dim=1)
     synchronize()
     seed_eval = seed_users / (time.perf_counter() - t0)
-    # Sampling alone: vectorised sampler vs the seed's per-interaction rejection.
+    # Sampling alone: vectorised sampler vs per-interaction rejection in Python.
     sampler = NegativeSampler(train)
     g = torch.Generator().manual_seed(0)
     pos_users = torch.from_numpy(train.tocoo().row[:1_000_000].astype(np.int64))
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     parser.add_argument("--only", choices=["dae", "multvae", "two-tower"], default=None)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (the seed's sampler always runs on the CPU)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the rejection-sampling baseline always runs on the CPU)")
     args = parser.parse_args(argv)
     global DEVICE
     DEVICE = torch.device(args.device)

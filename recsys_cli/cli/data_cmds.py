@@ -71,9 +71,10 @@ def split(
 ) -> None:
     """Make (or reuse) the split the config asks for, and print its sizes, warnings, fingerprint and folder.
 
-    Protocols (data.split.protocol): holdout (the course's global random sample of interactions; with
-    data.split.course_compatible=true exactly the course's legacy-RNG split), leave-k-out (k per user,
-    random or latest), temporal (global time cut), import. Splits are saved under
+    Protocols (data.split.protocol): holdout (global random sample of interactions: test, then validation
+    from the rest; with data.split.course_compatible=true exactly the reference implementation's split,
+    legacy NumPy RNG and permutation applied twice), leave-k-out (k per user, random or latest),
+    temporal (global time cut), import. Splits are saved under
     DATA_DIR/splits/<dataset>-<protocol>-<params>[-seed<seed>]/ (no seed for temporal and import,
     which do not use it) and reused when identical.
 

@@ -35,8 +35,8 @@ def tune(
                                             "study folder). Also read from RECSYS_TUNE_STORAGE."),
     study: str | None = typer.Option(None, "--study", help="Study name (default: the experiment name and a hash "
                                      "of the config); machines sharing a database use the same one."),
-    refit: str = typer.Option("train", "--refit", help="After the search, fit the best config on train (the "
-                              "course protocol) or train+val and evaluate it on test; none skips it."),
+    refit: str = typer.Option("train", "--refit", help="After the search, fit the best config on train (as in the "
+                              "search) or train+val and evaluate it on test; none skips it."),
     overrides: list[str] = SetOption,
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,

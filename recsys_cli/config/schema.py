@@ -42,7 +42,7 @@ class ExperimentConfig(Section):
 
 class SplitConfig(Section):
     protocol: Literal["holdout", "leave-k-out", "temporal", "import"] = Field(
-        "holdout", description="holdout: global random sample of interactions (the course protocol)."
+        "holdout", description="holdout: global random sample of interactions (test, then validation from the rest)."
     )
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of interactions held out for test.")
     val_fraction: float = Field(
@@ -51,7 +51,7 @@ class SplitConfig(Section):
     k: int = Field(1, ge=1, description="leave-k-out: test (and validation) items per user.")
     order: Literal["random", "latest"] = Field("random", description="leave-k-out: which items a user leaves out.")
     course_compatible: bool = Field(
-        False, description="holdout: reproduce the course's legacy-RNG double-permutation split exactly."
+        False, description="holdout: the reference implementation's split exactly (legacy NumPy RNG, permutation applied twice)."
     )
     import_dir: Path | None = Field(None, description="import: folder with train.npz, test.npz and optional val.npz.")
     seed: int | None = Field(None, description="Seed of the split (and of the synthetic data set); null: experiment.seed.")

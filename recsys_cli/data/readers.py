@@ -1,8 +1,9 @@
-"""Readers per zip layout, producing the course's matrices.
+"""Readers per zip layout, producing the same matrices as the reference implementation's readers.
 
-Every layout ends in :func:`assemble`, which applies the course's rules: users indexed by first
-appearance in the ratings, items by first appearance across ratings, then the movie file, then tags
-(unrated movies become empty columns), features per ICM by first appearance, float64 CSR, zeros gone.
+Every layout ends in :func:`assemble`, which applies the reference rules (../shared/spec/movielens.md, §3):
+users indexed by first appearance in the ratings, items by first appearance across ratings, then the
+movie file, then tags (unrated movies become empty columns), features per ICM by first appearance,
+float64 CSR, zeros gone.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ def _read_dat_movies(zf, spec, raw_movies: bytes, member: str, data: RawData) ->
 def _read_dat_tags(raw_tags: bytes, member: str, data: RawData) -> None:
     lines = _split_text_lines(raw_tags, "latin-1")
     numbers = np.arange(1, len(lines) + 1)
-    # The course opens tags.dat with header=False but tests `header is not None`, so it skips the first
+    # The reference reader opens tags.dat with header=False but tests `header is not None`, so it skips the first
     # line; its figures (and the ICM values) include that quirk.
     lines, numbers = lines.iloc[1:], numbers[1:]
     nonblank = (lines.str.len() > 0).to_numpy()
@@ -306,7 +307,7 @@ READERS = {"dat": read_dat, "100k": read_100k, "csv": read_csv_layout}
 # -- assembling matrices ----------------------------------------------------------------------------
 
 def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
-    """float64 CSR, duplicates summed (as the course's builder does), zeros eliminated."""
+    """float64 CSR, duplicates summed (as the reference implementation's builder does), zeros eliminated."""
     matrix = sp.csr_matrix((values.astype(np.float64, copy=False), (rows, cols)), shape=shape, dtype=np.float64)
     matrix.sum_duplicates()
     matrix.eliminate_zeros()

@@ -1,4 +1,4 @@
-"""Known data sets: name → GroupLens file, pinned checksum, layout inside the zip, course name."""
+"""Known data sets: name → GroupLens file, pinned checksum, layout inside the zip, statistics name."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class DatasetSpec:
     md5: str | None  # pinned MD5 of GroupLens's zip (None: the file changes over time)
     layout: str  # "100k" (tab/pipe files), "dat" (:: files), "csv" (CSV with a header)
     folder: str  # folder inside the zip
-    course_name: str  # the name the course's statistics block prints
+    course_name: str  # the data set's name in the statistics block, e.g. Movielens10M
 
     @property
     def url(self) -> str:

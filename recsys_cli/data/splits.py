@@ -3,7 +3,8 @@
 A split folder holds ``train.npz``, ``test.npz``, optional ``val.npz`` and ``manifest.json``
 (parameters, sizes, warnings, and a fingerprint: sha256 of the three matrices' contents). The
 same data, protocol, parameters and seed give the same folder name, so a later run reuses it; a folder
-whose contents no longer match its fingerprint is refused.
+whose contents no longer match its fingerprint is refused. With ``course_compatible`` the holdout is
+exactly the reference implementation's split for the same seed (../shared/spec/movielens.md, §4).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _canonical(m: sp.spmatrix) -> sp.csr_matrix:
 
 
 def _entries(urm: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row-major (user, item, value) entries of a canonical CSR matrix: the course's COO order."""
+    """Row-major (user, item, value) entries of a canonical CSR matrix: the COO order the reference split permutes."""
     urm = _canonical(urm)
     rows = np.repeat(np.arange(urm.shape[0], dtype=np.int64), np.diff(urm.indptr))
     return rows, urm.indices.astype(np.int64), urm.data.astype(np.float64)
@@ -59,7 +60,7 @@ def _subset(rows, cols, vals, mask, shape) -> sp.csr_matrix:
 
 
 def _n_keep(n: int, fraction_out: float) -> int:
-    return round(n * (1.0 - fraction_out))  # Python's round (halves to even), as the course does
+    return round(n * (1.0 - fraction_out))  # Python's round (halves to even), as the reference split does
 
 
 def _check_fraction(name: str, value: float, *, allow_zero: bool) -> None:
@@ -77,7 +78,7 @@ def holdout_masks(urm: sp.csr_matrix, test_fraction: float, val_fraction: float,
     val = np.zeros(n, dtype=bool)
     n_train_val = _n_keep(n, test_fraction)
     if course_compatible:
-        # The course shuffles with NumPy's legacy generator and indexes the permutation by itself.
+        # NumPy's legacy generator (the stream of np.random.seed(seed)); the permutation indexes itself.
         rs = np.random.RandomState(seed % 2**32)
         perm = np.arange(n)
         rs.shuffle(perm)

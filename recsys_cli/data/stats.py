@@ -1,4 +1,7 @@
-"""The course's statistics block (``Dataset.print_statistics``), in its exact format."""
+"""The statistics block of the reference implementation's ``Dataset.print_statistics``, in its exact format.
+
+Format and expected ML-10M values: ../shared/spec/movielens.md, §3.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,12 @@ import scipy.sparse as sp
 from recsys_cli import console
 from recsys_cli.data.dataset import Dataset
 
-# The order the course prints the ML-10M ICM lines in; other ICMs follow in their own order.
+# The order the reference implementation prints the ML-10M ICM lines in; other ICMs follow in their own order.
 ICM_ORDER = ("ICM_tags", "ICM_genres", "ICM_all", "ICM_year")
 
 
 def gini_index(values: np.ndarray) -> float:
-    """Gini of profile lengths as the course computes it (float32, shifted, +1e-7, sorted)."""
+    """Gini of profile lengths as the reference implementation computes it (float32, shifted, +1e-7, sorted)."""
     x = np.asarray(values, dtype=np.float32)
     if x.size == 0:
         return 0.0
@@ -44,7 +47,7 @@ def ordered_icms(icms: dict[str, sp.csr_matrix]) -> list[str]:
 
 
 def statistics_text(dataset: Dataset) -> str:
-    """The whole block, ending with the course's two newlines."""
+    """The whole block, ending with two newlines like the reference implementation's."""
     urm = dataset.urm
     n_users, n_items = urm.shape
     nnz = urm.nnz

@@ -1,8 +1,9 @@
-"""Tag text → Porter stems, exactly as the course's tag preprocessing does it.
+"""Tag text → Porter stems, exactly as the reference implementation's tag preprocessing does it.
 
-The course replaces every character outside ``[a-zA-Z0-9]`` with a space, collapses runs of spaces,
+It replaces every character outside ``[a-zA-Z0-9]`` with a space, collapses runs of spaces,
 splits on single spaces, Porter-stems each token with NLTK (which lowercases it) and drops stems that
-are empty or in NLTK's English stopword list. The list is embedded below so nothing is downloaded.
+are empty or in NLTK's English stopword list (../shared/spec/movielens.md, §3). The list is embedded
+below so nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def _stemmers() -> tuple[Any, Any]:
     NLTK takes ~1.5 s, which every run that loads a data set would otherwise pay.
 
     NLTK up to 3.8 looked the *unlowered* token up in that table (dying → die, sky → sky, howe → howe),
-    so capitalised forms went through the plain algorithm ("Dying" → "dy"). The course's figures were
-    made that way; the second stemmer reproduces it on any NLTK version.
+    so capitalised forms went through the plain algorithm ("Dying" → "dy"). The reference
+    implementation's figures were made that way; the second stemmer reproduces it on any NLTK version.
     """
     from nltk.stem import PorterStemmer
 
@@ -47,7 +48,7 @@ def _stemmers() -> tuple[Any, Any]:
 
 
 def stem(token: str) -> str:
-    """The course's stem of one token ('' for an empty token)."""
+    """The stem of one token, as the reference tag preprocessing makes it ('' for an empty token)."""
     with_pool, no_pool = _stemmers()
     return with_pool.stem(token) if token == token.lower() else no_pool.stem(token)
 

@@ -1,8 +1,10 @@
-"""The course's holdout evaluator (27 columns), vectorised and batched. See docs/metrics.md.
+"""A holdout evaluator whose 27 columns equal the reference evaluator's, vectorised and batched.
+
+Definitions: docs/metrics.md; reference behaviour: ../shared/spec/evaluation.md.
 
     from recsys_cli.evaluation import evaluate
     result = evaluate(model, split.train, split.test, [5, 10])
-    result.table            # DataFrame: index "cutoff", the 27 columns in the course's order
+    result.table            # DataFrame: index "cutoff", the 27 columns in the reference evaluator's order
     result.value("NDCG", 10)
 """
 

@@ -1,5 +1,7 @@
 """The batched evaluation loop: score a block of users, rank, and accumulate the metric sums.
 
+The table equals the reference evaluator's (../shared/spec/evaluation.md) on the same lists.
+
 Only one block of scores (block_size × n_items) is alive at a time; everything else is O(users × K)
 or O(items). The per-block work runs on the scores' device; metric arithmetic is float64 on the same
 device (on the CPU for Apple MPS, which has no float64).
@@ -41,7 +43,7 @@ Scorer = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass
 class EvaluationResult:
-    """The metric table (a row per cutoff, the 27 columns in the course's order) and run figures."""
+    """The metric table (a row per cutoff, the 27 columns in the reference evaluator's order) and run figures."""
 
     table: pd.DataFrame
     n_users_evaluated: int
@@ -73,7 +75,7 @@ class EvaluationResult:
         ]
 
     def course_string(self) -> str:
-        """The course's ``results_str``: one ``CUTOFF: k - NAME: v, ...`` line per cutoff."""
+        """The reference evaluator's ``results_str`` text: one ``CUTOFF: k - NAME: v, ...`` line per cutoff."""
         lines = []
         for cutoff in self.table.index:
             body = "".join(f"{name}: {self.table.loc[cutoff, name]:.7f}, " for name in self.table.columns)
@@ -88,7 +90,7 @@ CPU_SCORE_BLOCK_BYTES = 24 * 2**20
 
 
 def default_block_size(n_items: int, n_users: int, device: torch.device | None = None) -> int:
-    """The course's block, min(1000, 5e8 / items); on the CPU also at most 24 MiB of float32 scores."""
+    """Blocks of min(1000, 5e8 / items) users, as the reference evaluator uses; on the CPU also at most 24 MiB of float32 scores."""
     block = min(1000, int(5e8 / max(n_items, 1)), max(n_users, 1))
     if device is None or device.type == "cpu":
         block = min(block, CPU_SCORE_BLOCK_BYTES // (4 * max(n_items, 1)))
@@ -191,7 +193,7 @@ def evaluate(
     progress: bool = True,
     keep_per_user: bool = True,
 ) -> EvaluationResult:
-    """Evaluate a recommender on held-out ``truth`` and return the course's 27-column table.
+    """Evaluate a recommender on held-out ``truth`` and return the 27-column metric table.
 
     ``train`` is the model's own training matrix: it supplies the seen items (excluded from the
     ranking when ``exclude_seen``) and the item popularity of NOVELTY, AVERAGE_POPULARITY and RATIO_*.
@@ -250,7 +252,7 @@ def evaluate(
 
     k_max = min(cutoffs[-1], n_items - 1)
     stats = TrainStatistics.from_train(train)
-    seen = sp.csr_matrix(train, dtype=np.float32)  # the course casts URM_train to float32 before masking
+    seen = sp.csr_matrix(train, dtype=np.float32)  # seen items come from train cast to float32, as the reference evaluator does
     seen.eliminate_zeros()
 
     work_device = torch.device(device) if device is not None else model_device

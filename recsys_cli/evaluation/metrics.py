@@ -1,4 +1,4 @@
-"""The 27 metric columns of the course's holdout evaluator: per-block kernels and global statistics.
+"""The 27 metric columns of the reference holdout evaluator: per-block kernels and global statistics.
 
 Per-user metrics are computed for a whole block of users at once from cumulative sums along the
 recommendation list, so every cutoff is a column read of the same arrays. Global metrics (diversity,
@@ -132,7 +132,7 @@ def _ratio(num: float, den: float) -> float:
 
 
 def mean_inter_list(counts: np.ndarray, n_users: int, cutoff: int) -> float:
-    """The course's closed form of the mean pairwise list dissimilarity (1.0 with no user, NaN/inf with one)."""
+    """1 − (Σ c_i² − U·k) / (k·U·(U−1)): the mean pairwise list dissimilarity (1.0 with no user, NaN/inf with one)."""
     if n_users == 0:
         return 1.0
     cooccurrences = np.float64(np.sum(counts.astype(np.float64) ** 2) - n_users * cutoff)

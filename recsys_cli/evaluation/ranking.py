@@ -1,10 +1,11 @@
 """Top-K recommendation lists for a block of users, with exact and deterministic tie-breaking.
 
-The list of a user is what the course's ``BaseRecommender.recommend`` returns, except for ties:
+The list of a user is what the reference implementation's ``BaseRecommender.recommend`` returns
+(../shared/spec/evaluation.md), except for ties:
 
 1. seen (training) items and ``ignore_items`` get score −inf;
-2. items are ranked by score, highest first, **ties broken by lower item index** (the course leaves
-   tied scores to NumPy's unstable sort, so on tie-free data both give the same lists);
+2. items are ranked by score, highest first, **ties broken by lower item index** (the reference
+   leaves tied scores to NumPy's unstable sort, so on tie-free data both give the same lists);
 3. the ranking order is +inf, finite scores, −inf, NaN (NumPy's order for ``argsort(-scores)``);
 4. the first K positions are kept and every ±inf item among them is dropped, so a list can be
    shorter than K; a NaN item is kept (it only appears when fewer than K items are non-NaN).
@@ -135,7 +136,7 @@ def _select(key, vals, idx, k, skip):
 
 
 def _rank_special_rows(sub: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows holding NaN or +inf (already masked): the course's order +inf, finite, −inf, NaN; ±inf dropped."""
+    """Rows holding NaN or +inf (already masked): NumPy's order +inf, finite, −inf, NaN; ±inf dropped."""
     n = sub.shape[1]
     nan, pos = torch.isnan(sub), torch.isposinf(sub)
     sub = sub.masked_fill(nan | pos, NEG_INF)

@@ -23,7 +23,7 @@ import torch
 
 Weighting = Literal["binary", "ratings"]
 
-# The course's implementation puts this epsilon under every degree; kept for `weighting: ratings`.
+# The reference implementation adds this epsilon to the root of every degree; kept for `weighting: ratings`.
 COURSE_EPSILON = 1e-6
 
 
@@ -40,7 +40,7 @@ def interaction_weights(train: sp.csr_matrix, weighting: Weighting) -> tuple[sp.
 
     ``binary``: Ã_ui = 1 / sqrt(|u| · |i|) with degrees as counts (the LightGCN paper).
     ``ratings``: Ã_ui = r_ui / ((sqrt(d_u) + 1e-6)(sqrt(d_i) + 1e-6)) with degrees as sums of ratings
-    (the course's implementation).
+    (LightGCN's reference implementation, ../shared/spec/models.md §6).
     """
     matrix = _canonical(train)
     values = np.ones_like(matrix.data) if weighting == "binary" else matrix.data.copy()

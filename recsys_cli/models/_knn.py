@@ -1,6 +1,6 @@
-"""What ItemKNN and UserKNN share (the course's ItemKNNCF / UserKNNCF, ../shared/spec/baselines.md §2):
-the hyperparameters, URM_bias and TF-IDF/BM25 feature weighting of the training matrix, and a fit
-that hands the (weighted) matrix to the similarity engine."""
+"""What ItemKNN and UserKNN share (the reference implementation's ItemKNNCF / UserKNNCF,
+../shared/spec/baselines.md §2): the hyperparameters, URM_bias and TF-IDF/BM25 feature weighting of
+the training matrix, and a fit that hands the (weighted) matrix to the similarity engine."""
 
 from __future__ import annotations
 
@@ -24,18 +24,18 @@ from recsys_cli.models._similarity import (
 from recsys_cli.models._tiles import sparse_tensor
 from recsys_cli.models.base import FitContext
 
-BM25_K1, BM25_B = 1.2, 0.75  # the course's constants, not exposed by its fit either
+BM25_K1, BM25_B = 1.2, 0.75  # the reference implementation's constants, not exposed by its fit either
 
 
 class KNNConfig(ModelConfig):
-    topk: int = Field(50, ge=0, description="Neighbours kept per target column (the course's topK; ≤ the columns).")
+    topk: int = Field(50, ge=0, description="Neighbours kept per target column (≤ the number of columns).")
     shrink: float = Field(100.0, ge=0, description="Added inside the normalising denominator (divides G without normalize).")
     similarity: Literal["cosine", "adjusted", "asymmetric", "pearson", "jaccard", "tanimoto", "dice", "tversky"] = Field(
         "cosine", description="Similarity between columns (spec §1); jaccard/dice/tversky binarise and ignore normalize.")
     normalize: bool = Field(True, description="Divide by the norms (cosine, adjusted, pearson, asymmetric).")
     feature_weighting: Literal["none", "TF-IDF", "BM25"] = Field(
         "none", description="Reweight the training matrix before the similarity; scoring uses the weighted matrix.")
-    urm_bias: float = Field(0.0, description="Added to every stored rating before weighting (the course's URM_bias).")
+    urm_bias: float = Field(0.0, description="Added to every stored rating before weighting; scoring uses the shifted ratings.")
     asymmetric_alpha: float = Field(0.5, description="asymmetric cosine: exponent split between target and candidate.")
     tversky_alpha: float = Field(1.0, ge=0, description="tversky: weight of the target's own items.")
     tversky_beta: float = Field(1.0, ge=0, description="tversky: weight of the candidate's own items.")
@@ -64,17 +64,17 @@ def bm25_(R: sp.csr_matrix) -> sp.csr_matrix:
 
 
 class KNNRecommender(ItemItemRecommender):
-    """The course's KNN-CF on the item-item template; subclasses set ``neighbours`` (items or users)."""
+    """KNN collaborative filtering on the item-item template; subclasses set ``neighbours`` (items or users)."""
 
     cpu_only: ClassVar[bool] = True
-    half_precision_note: ClassVar[str] = "similarities are computed in float32, as the course does"
+    half_precision_note: ClassVar[str] = "similarities are computed in float32, as in the reference implementation"
 
     def similarity(self) -> Similarity:
         c = self.config
         return Similarity(c.similarity, c.shrink, c.normalize, c.asymmetric_alpha, c.tversky_alpha, c.tversky_beta)
 
     def prepare_rows(self, train: sp.csr_matrix, dtype: torch.dtype) -> sp.csr_matrix:
-        # float32 as the course's check_matrix, whatever device.dtype asks for
+        # float32, as the reference implementation casts it, whatever device.dtype asks for
         R = sp.csr_matrix(train, dtype=np.float32, copy=True)
         R.eliminate_zeros()
         R.sort_indices()

@@ -1,7 +1,7 @@
-"""What P3alpha and RP3beta share (the course's P3alpha/RP3beta, ../shared/spec/baselines.md §3): the
-random-walk similarity W_ij = Σ_u P(i→u)^α · P(u→j)^α (· deg_j^−β), its row top-K, optional row
-L1 normalisation and column top-K, computed in row blocks of the item × item product without ever
-holding it dense."""
+"""What P3alpha and RP3beta share, computed as the reference implementation does
+(../shared/spec/baselines.md §3): the random-walk similarity W_ij = Σ_u P(i→u)^α · P(u→j)^α
+(· deg_j^−β), its row top-K, optional row L1 normalisation and column top-K, computed in row blocks
+of the item × item product without ever holding it dense."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from recsys_cli.models.base import FitContext
 
 
 class WalkConfig(ModelConfig):
-    topk: int = Field(100, ge=1, description="Neighbours kept per row, then per column (the course's topK).")
+    topk: int = Field(100, ge=1, description="Neighbours kept per row, then per column.")
     alpha: float = Field(1.0, ge=0, description="Exponent applied to both transition probabilities.")
     min_rating: float = Field(0.0, ge=0, description="Drop training ratings below this (0 keeps all).")
     implicit: bool = Field(False, description="With min_rating > 0: set the kept ratings to 1 (ignored otherwise).")
@@ -40,9 +40,9 @@ def row_l1_normalize(W: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def column_topk(W: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Keep the k largest values of each column, zeros dropped; CSR float32 (the course's
-    similarityMatrixTopK). Where candidates tie at the k-th value, the choice among them is NumPy's
-    argpartition over the column's entries in row order, as the course's."""
+    """Keep the k largest values of each column, zeros dropped; CSR float32 (the reference
+    implementation's similarityMatrixTopK). Where candidates tie at the k-th value, the choice among
+    them is NumPy's argpartition over the column's entries in row order, as there."""
     coo = W.tocoo()
     keep = coo.data != 0
     rows, cols, vals = coo.row[keep], coo.col[keep], coo.data[keep]
@@ -69,7 +69,7 @@ class RandomWalkRecommender(ItemItemRecommender):
     """P3alpha (``beta = None``) and RP3beta on the item-item template."""
 
     cpu_only: ClassVar[bool] = True
-    half_precision_note: ClassVar[str] = "transition probabilities are computed in float32, as the course does"
+    half_precision_note: ClassVar[str] = "transition probabilities are computed in float32, as in the reference implementation"
 
     def beta(self) -> float | None:
         return None
@@ -115,7 +115,7 @@ class RandomWalkRecommender(ItemItemRecommender):
         k = neighbours_kept(self.config.topk, n, "items")
         X, Y, deg = self.walk_matrices(R)
         penalty = None
-        if beta is not None:  # deg_j^−β of the target, in float32 as the course, applied in float64
+        if beta is not None:  # deg_j^−β of the target, computed in float32 and applied in float64 to match the reference
             pen = np.zeros(n, dtype=np.float32)
             pen[deg > 0] = np.power(deg[deg > 0], np.float32(-beta))
             penalty = torch.from_numpy(pen.astype(np.float64))
@@ -125,8 +125,8 @@ class RandomWalkRecommender(ItemItemRecommender):
                 S = S.double().mul_(penalty)
             own = torch.arange(b - a)
             S[own, own + a] = 0  # no self-loop: zeroed after the penalty, before the top-K
-            # NumPy's argpartition along rows is the course's top-K primitive applied to each row's
-            # vector, so ties at the K-th value (common here) resolve as the course's do
+            # NumPy's argpartition along rows is the reference implementation's top-K primitive applied
+            # to each row's vector, so ties at the K-th value (common here) resolve as they do there
             values = S.numpy()
             index = np.argpartition(-values, k - 1, axis=1)[:, :k]
             return torch.from_numpy(np.take_along_axis(values, index, axis=1)), torch.from_numpy(index)

@@ -1,7 +1,7 @@
 """The similarity engine of the neighbourhood models: top-K column similarities from a sparse Gram
 computed in blocks, never holding a dense n × n matrix.
 
-``column_similarity(X, ...)`` follows the course framework's ``Compute_Similarity`` (intended
+``column_similarity(X, ...)`` follows the reference implementation's ``Compute_Similarity`` (intended
 semantics, i.e. its Python path; see ../shared/spec/baselines.md §1): similarities between the
 columns of X, the diagonal zeroed before top-K, the K largest **signed** values kept per target
 column (exact zeros then dropped), float32 throughout.
@@ -16,7 +16,7 @@ running top-K per target in block order, so the result does not depend on thread
 
 Ties at the K-th value: torch.topk's choice within a block, and a later block's candidate that ties
 the running K-th does not replace it (deterministic for the same data), not NumPy's argpartition as
-in the course; only members tied with the K-th neighbour can differ.
+in the reference implementation; only members tied with the K-th neighbour can differ.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def preprocess(X: sp.csr_matrix, similarity: str) -> sp.csr_matrix:
 
 @dataclass(frozen=True)
 class Similarity:
-    """W[i, j] = f(G_ij, candidate i, target j), the course's formulas (spec §1)."""
+    """W[i, j] = f(G_ij, candidate i, target j), the reference implementation's formulas (spec §1)."""
 
     similarity: str = "cosine"
     shrink: float = 0.0

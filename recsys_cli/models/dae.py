@@ -1,8 +1,9 @@
-"""Denoising autoencoder over users' interaction rows (the seed notebook's DAE, done right).
+"""Denoising autoencoder over users' interaction rows: the reference implementation's DAE
+(../shared/spec/models.md §6) with its defects fixed.
 
 Architecture (default ``hidden: [420, 69]``): items → 420 → ReLU → 69 → 420 → ReLU → items, the
 decoder mirroring the encoder, no output activation; the scores of a user are the reconstruction
-(logits) of their training row. Unlike the seed notebook:
+(logits) of their training row. Unlike the reference implementation:
 
 - noise is applied to a copy of the input only, never to the reconstruction target, and never in
   eval mode (validation, scoring);
@@ -37,20 +38,20 @@ class DAEConfig(ModelConfig):
     name: Literal["dae"] = "dae"
     hidden: list[int] = Field(
         [420, 69], min_length=1,
-        description="Encoder layer sizes; the decoder mirrors them (the seed's items→420→69→420→items).",
+        description="Encoder layer sizes; the decoder mirrors them ([420, 69]: items→420→69→420→items).",
     )
     noise: Literal["dropout", "mask", "salt-pepper"] = Field(
         "dropout",
         description="Input noise: dropout (zero w.p. noise_p, rescale survivors), mask (zero, no rescale), "
-                    "salt-pepper (the seed's: zero w.p. noise_p, then set any entry to 1 w.p. noise_p).",
+                    "salt-pepper (zero w.p. noise_p, then set any entry to 1 w.p. noise_p).",
     )
-    noise_p: float = Field(0.5, ge=0, lt=1, description="Noise probability (the seed used 0.01).")
+    noise_p: float = Field(0.5, ge=0, lt=1, description="Noise probability.")
     binarize: bool = Field(True, description="Use 1 for every interaction; false keeps ratings (scaled to [0,1]).")
     loss: Literal["bce", "multinomial"] = Field(
         "multinomial", description="bce (binary cross-entropy with logits) or multinomial (Mult-DAE)."
     )
     activation: Literal["relu", "tanh"] = Field(
-        "relu", description="relu: after every hidden layer but the bottleneck (the seed's); tanh: after every "
+        "relu", description="relu: after every hidden layer but the bottleneck; tanh: after every "
         "hidden layer, the bottleneck included (Mult-DAE's)."
     )
     min_batches_per_epoch: int | None = Field(
@@ -70,15 +71,15 @@ class DAE(TrainableRecommender):
     # -- model ------------------------------------------------------------------------------------
     def build(self, train: sp.csr_matrix) -> None:
         sizes = [self.n_items, *self.config.hidden]
-        # Build the first layer as the seed's nn.Linear (same init), then keep it as a bag of rows.
+        # Build the first layer as an nn.Linear to get its default init, then keep it as a bag of rows.
         first = nn.Linear(sizes[0], sizes[1])
         self.input_layer = nn.EmbeddingBag(sizes[0], sizes[1], mode="sum",
                                            _weight=first.weight.detach().t().contiguous())
         self.input_bias = nn.Parameter(first.bias.detach().clone())
         mirrored = [*sizes[1:], *reversed(sizes[:-1])]  # 420, 69, 420, items
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(mirrored[:-1], mirrored[1:]))
-        # Layer 0 is the input layer; never an activation after the output; the seed's ReLU net has
-        # none after the bottleneck (last encoder layer) either, Mult-DAE's tanh net has one there.
+        # Layer 0 is the input layer; never an activation after the output; the reference implementation's ReLU
+        # net has none after the bottleneck (last encoder layer) either, Mult-DAE's tanh net has one there.
         bottleneck, output = len(sizes) - 2, len(mirrored) - 1
         tanh = self.config.activation == "tanh"
         self._act = torch.tanh if tanh else torch.relu

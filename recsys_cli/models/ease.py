@@ -1,12 +1,13 @@
-"""EASE^R (Steck 2019): a closed-form item-item model, the course's strong baseline.
+"""EASE^R (Steck 2019): a closed-form item-item model and a strong baseline.
 
     P = (XᵀX + λI)⁻¹,   B = I − P · diagMat(1 ⊘ diag(P)),   i.e. B_ij = −P_ij / P_jj and B_jj = 0,
     score(u) = x_u · B.
 
 X is the training matrix with its rating values (``implicit`` binarises it; ``normalize_matrix``
-L2-normalises rows, then columns, as the course class does; scoring uses the same X). XᵀX is built
-dense without densifying X, then inverted through a Cholesky factorisation in place, so the fit
-holds one items × items matrix on the CPU (two on a GPU). See docs/models.md.
+L2-normalises rows, then columns, as the reference implementation does; scoring uses the same X).
+XᵀX is built dense without densifying X, then inverted through a Cholesky factorisation in place,
+so the fit holds one items × items matrix on the CPU (two on a GPU). See docs/models.md and
+../shared/spec/models.md §5.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ from recsys_cli.models.registry import register
 
 class EASEConfig(ModelConfig):
     name: Literal["ease"] = "ease"
-    l2_norm: float = Field(1000.0, ge=0, description="λ added to the diagonal of XᵀX (the course's l2_norm).")
+    l2_norm: float = Field(1000.0, ge=0, description="λ added to the diagonal of XᵀX.")
     implicit: bool = Field(False, description="Binarise the training matrix (every interaction counts 1).")
     normalize_matrix: bool = Field(
-        False, description="L2-normalise X per row, then per column, before fitting and scoring (course option)."
+        False, description="L2-normalise X per row, then per column, before fitting and scoring."
     )
     topk: int | None = Field(
         None, ge=1, description="Keep the k largest |B_ij| per column (target item), stored sparse; null keeps B dense."
@@ -53,7 +54,7 @@ class EASE(ItemItemRecommender):
     Config: ClassVar[type[ModelConfig]] = EASEConfig
     matrix_name: ClassVar[str] = "B"
     display_name: ClassVar[str] = "EASE"
-    topk_by_abs: ClassVar[bool] = True  # strongly negative weights are kept too, as in the course
+    topk_by_abs: ClassVar[bool] = True  # strongly negative weights are kept too, as in the reference implementation
     half_precision_note: ClassVar[str] = "a Cholesky factorisation in half precision is not accurate enough"
 
     def prepare_rows(self, train: sp.csr_matrix, dtype: torch.dtype) -> sp.csr_matrix:

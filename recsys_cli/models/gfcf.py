@@ -1,13 +1,14 @@
 """GF-CF (Shen et al. 2021): a linear filter plus an ideal low-pass filter on the item-item graph.
 
-    d_i = Σ_u r_ui,  d_u = Σ_i r_ui                      (sums of the rating values, as the course)
+    d_i = Σ_u r_ui,  d_u = Σ_i r_ui                      (sums of the rating values, not counts)
     R̃ = D_U^{-1/2} R D_I^{-1/2}  with item factor 1/(√d_i + 1e-6) and user factor 1/√d_u + 1e-6
     W = R̃ᵀR̃ + α · D_I^{-1/2} V_Kᵀ V_K D_I^{+1/2},  i.e. W_ij = (R̃ᵀR̃)_ij + α (V_KᵀV_K)_ij √d_j / (√d_i + 1e-6)
     score(u) = r_u · W                                    (the raw training row)
 
 V_K holds the top-K right singular vectors of R̃ from scikit-learn's randomized_svd seeded with the
 experiment seed. ``topk`` keeps the k largest values (not magnitudes) per column, stored sparse.
-See docs/models.md.
+Degrees and epsilons are the reference implementation's (../shared/spec/models.md §6). See
+docs/models.md.
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ class GFCFConfig(ModelConfig):
 
 
 def normalized_matrix(R: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
-    """(R̃, d_i) with the course's degrees and epsilons; R̃ has R's dtype."""
+    """(R̃, d_i) with the reference implementation's degrees and epsilons; R̃ has R's dtype."""
     d_items = np.asarray(R.sum(axis=0), dtype=np.float64).ravel()
     d_users = np.asarray(R.sum(axis=1), dtype=np.float64).ravel()
     item_factor = 1.0 / (np.sqrt(d_items) + 1e-6)
     with np.errstate(divide="ignore"):
-        # the epsilon sits outside the root (course formula); an empty user's inf never meets a value
+        # the epsilon sits outside the root (reference formula); an empty user's inf never meets a value
         user_factor = 1.0 / np.sqrt(d_users) + 1e-6
     coo = R.tocoo()
     data = coo.data * user_factor[coo.row] * item_factor[coo.col]

@@ -1,4 +1,5 @@
-"""iALS (Hu, Koren & Volinsky 2008): implicit alternating least squares, as the course's IALSRecommender.
+"""iALS (Hu, Koren & Volinsky 2008): implicit alternating least squares, as the reference
+implementation's IALSRecommender computes it.
 
 With p_ui = 1 on every stored entry and confidences c_ui = 1 + alpha·r_ui (linear) or
 1 + alpha·ln(1 + r_ui/epsilon) (log), one epoch solves, for every user with ratings, then for every
@@ -6,12 +7,13 @@ item with ratings (the other side fixed):
 
     x_u = (YᵀY + Y_Iᵀ diag(c_u − 1) Y_I + reg·I)⁻¹ · Y_Iᵀ c_u          score(u) = x_u · Yᵀ
 
-Users and items without ratings are never updated. Initialisation as the course's, with its bug
-fixed: item factors k^(−1/2)·U[0, 1) drawn from NumPy's ``RandomState(experiment.seed)``, user
-factors 0 (the course leaves them uninitialised). ``solver: cholesky`` solves each system exactly
-(batched Cholesky over users grouped by length); ``solver: cg`` takes ``cg_steps`` conjugate-gradient
-steps from the previous factors for all rows at once (implicit's method). Epochs run through the
-training engine: validation every ``training.eval_every`` epochs, early stopping, best factors kept.
+Users and items without ratings are never updated. Initialisation as the reference
+implementation's, with its bug fixed: item factors k^(−1/2)·U[0, 1) drawn from NumPy's
+``RandomState(experiment.seed)``, user factors 0 (the reference leaves them uninitialised).
+``solver: cholesky`` solves each system exactly (batched Cholesky over users grouped by length);
+``solver: cg`` takes ``cg_steps`` conjugate-gradient steps from the previous factors for all rows at
+once (implicit's method). Epochs run through the training engine: validation every
+``training.eval_every`` epochs, early stopping, best factors kept.
 See ../shared/spec/baselines.md §5 and docs/training.md.
 """
 
@@ -44,13 +46,13 @@ class IALSConfig(ModelConfig):
     epsilon: float = Field(1.0, gt=0, description="Scale of the rating in log confidence scaling.")
     reg: float = Field(1e-3, gt=0, description="Ridge penalty added to every normal equation (not scaled).")
     solver: Literal["cholesky", "cg"] = Field(
-        "cg", description="cholesky: exact solves (the course); cg: cg_steps conjugate-gradient steps (faster)."
+        "cg", description="cholesky: exact solves (as in the reference implementation); cg: cg_steps conjugate-gradient steps (faster)."
     )
     cg_steps: int = Field(3, ge=1, description="Conjugate-gradient steps per half-epoch (solver: cg).")
 
 
 def confidence(values: np.ndarray, scaling: str, alpha: float, epsilon: float) -> np.ndarray:
-    """c_ui for the stored rating values, in float32 (the course's dtype)."""
+    """c_ui for the stored rating values, in float32 (as the reference implementation stores them)."""
     values = values.astype(np.float32)
     if scaling == "linear":
         return (1.0 + alpha * values).astype(np.float32)
@@ -176,7 +178,8 @@ def objective(users: Interactions, X: torch.Tensor, Y: torch.Tensor, reg: float)
 
 
 def initial_item_factors(n_items: int, k: int, seed: int) -> np.ndarray:
-    """k^(−1/2) · U[0, 1), float64, from RandomState(seed): the course's draw (its global RNG), in C order."""
+    """k^(−1/2) · U[0, 1), float64, from RandomState(seed), in C order: the reference implementation's draw,
+    which it takes from NumPy's global RNG."""
     return np.random.RandomState(int(seed) % 2**32).random_sample((n_items, k)) / math.sqrt(k)
 
 

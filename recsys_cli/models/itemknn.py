@@ -1,6 +1,7 @@
-"""ItemKNN-CF (the course's ItemKNNCFRecommender): W = top-K column similarities of the (weighted)
-training matrix R, W[i, j] = how much an interaction with i votes for target j; score(u) = r_u · W.
-See docs/models.md and recsys_cli/models/_similarity.py."""
+"""ItemKNN-CF (the reference implementation's ItemKNNCFRecommender): W = top-K column similarities of
+the (weighted) training matrix R, W[i, j] = how much an interaction with i votes for target j;
+score(u) = r_u · W. See docs/models.md, recsys_cli/models/_similarity.py and
+../shared/spec/baselines.md §2."""
 
 from __future__ import annotations
 

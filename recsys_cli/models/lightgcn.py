@@ -5,9 +5,10 @@ of the propagation layers, layer 0 included: E = (1/(K+1)) Σ_{k=0..K} Ã^k E⁰
 symmetrically normalised adjacency without self-loops (:mod:`recsys_cli.models._graph`). A score
 is the dot product of the final user and item embeddings.
 
-Training follows the paper's reproduction (the course's ``LightGCN_our_interface``): one epoch is
-one pass over the training interactions in shuffled order, each paired with a uniform negative from
-the vectorised sampler; the loss is mean softplus(x_uj − x_ui) plus
+Training follows the paper's reproduction (the reference implementation's ``LightGCN_our_interface``,
+../shared/spec/models.md §6): one epoch is one pass over the training interactions in shuffled
+order, each paired with a uniform negative from the vectorised sampler; the loss is
+mean softplus(x_uj − x_ui) plus
 ``l2_reg · ½(‖e⁰_u‖² + ‖e⁰_i‖² + ‖e⁰_j‖²) / batch`` on the batch's layer-0 rows. The full propagation
 is recomputed for every batch, since every row of E⁰ within K hops of the batch gets a gradient.
 After training the final embeddings are computed once and scoring is a dense matmul per user block.
@@ -38,8 +39,8 @@ class LightGCNConfig(ModelConfig):
     layers: int = Field(3, ge=0, description="lightgcn: propagation layers K (0 gives BPR matrix factorisation).")
     weighting: Literal["binary", "ratings"] = Field(
         "binary",
-        description="lightgcn: adjacency values — binary (the paper) or ratings (the course: degrees are sums "
-        "of ratings, 1/(sqrt(d)+1e-6)).",
+        description="lightgcn: adjacency values — binary (the paper) or ratings (degrees are sums of ratings, "
+        "1/(sqrt(d)+1e-6)).",
     )
     edge_dropout: float = Field(
         0.0, ge=0, lt=1, description="lightgcn: share of interactions dropped from the graph at each training batch."

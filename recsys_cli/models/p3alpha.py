@@ -1,6 +1,7 @@
-"""P3alpha (the course's P3alphaRecommender): a three-step random walk item → user → item,
-W_ij = Σ_u P(i→u)^α · P(u→j)^α, row top-K, optional row L1 normalisation, column top-K;
-score(u) = r_u · W. See docs/models.md and recsys_cli/models/_random_walk.py."""
+"""P3alpha (the reference implementation's P3alphaRecommender): a three-step random walk
+item → user → item, W_ij = Σ_u P(i→u)^α · P(u→j)^α, row top-K, optional row L1 normalisation,
+column top-K; score(u) = r_u · W. See docs/models.md, recsys_cli/models/_random_walk.py and
+../shared/spec/baselines.md §3."""
 
 from __future__ import annotations
 

@@ -1,15 +1,15 @@
-"""PureSVD (Cremonesi et al. 2010) and its item-item variant, as the course framework fits them.
+"""PureSVD (Cremonesi et al. 2010) and its item-item variant, fitted as in the reference implementation.
 
     R ≈ U · diag(Σ) · Vᵀ   (randomized truncated SVD of the raw training ratings, k factors)
     puresvd:       score(u) = U_u · (diag(Σ) · Vᵀ)
     puresvd-item:  W = V · Vᵀ (top-k largest values per column, diagonal kept), score(u) = r_u · W
 
-The factorisation is the course's call, scikit-learn's ``randomized_svd(R, n_components=k,
-random_state=seed)`` with every other argument at its default (k + 10 oversamples, 4 or 7
-LU-normalised power iterations, Gaussian test matrix from NumPy's ``RandomState(experiment.seed)``),
-in float32, written out here so that its sparse products run on every core. An exact truncated SVD
-gives different scores (docs/models.md), so the randomized range finder is kept. The fit runs on the
-CPU; scoring runs on the model's device. See ../shared/spec/baselines.md §4.
+The factorisation is the reference implementation's call, scikit-learn's
+``randomized_svd(R, n_components=k, random_state=seed)`` with every other argument at its default
+(k + 10 oversamples, 4 or 7 LU-normalised power iterations, Gaussian test matrix from NumPy's
+``RandomState(experiment.seed)``), in float32, written out here so that its sparse products run on
+every core. An exact truncated SVD gives different scores (docs/models.md), so the randomized range
+finder is kept. The fit runs on the CPU; scoring runs on the model's device. See ../shared/spec/baselines.md §4.
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ from recsys_cli.models.registry import register
 
 class PureSVDConfig(ModelConfig):
     name: Literal["puresvd"] = "puresvd"
-    num_factors: int = Field(100, ge=1, description="k: singular triplets kept (the course's num_factors).")
+    num_factors: int = Field(100, ge=1, description="k: singular triplets kept.")
 
 
 class PureSVDItemConfig(ModelConfig):
     name: Literal["puresvd-item"] = "puresvd-item"
-    num_factors: int = Field(100, ge=1, description="k: singular triplets kept (the course's num_factors).")
+    num_factors: int = Field(100, ge=1, description="k: singular triplets kept.")
     topk: int | None = Field(
         None, ge=1, description="Keep the k largest W_ij per column (target item), stored sparse; null keeps W dense."
     )
@@ -83,7 +83,7 @@ class _RowBlocks:
 
 
 def randomized_factors(R: sp.csr_matrix, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(U, Σ, Vᵀ) of the course's ``randomized_svd(R, n_components=k, random_state=seed)``, in R's dtype.
+    """(U, Σ, Vᵀ) of scikit-learn's ``randomized_svd(R, n_components=k, random_state=seed)``, in R's dtype.
 
     scikit-learn's algorithm step by step (spec §4): k + 10 Gaussian columns from RandomState(seed),
     n_iter LU-normalised power iterations, QR, the SVD of the small projected matrix. The sparse
@@ -138,7 +138,7 @@ class PureSVD(Recommender):
             raise ConfigError("Apple MPS has no float64", hint="set device.dtype=float32 or device.accelerator=cpu")
         self.user_factors, self.sigma, self.item_factors = (t.to(dtype) for t in (U, s, V))
         self.n_users, self.n_items = U.shape[0], V.shape[0]
-        # ΣVᵀ first, as the course does, so the score is one product per block of users
+        # ΣVᵀ first, as the reference implementation does, so the score is one product per block of users
         self._item_weights = (self.sigma[:, None] * self.item_factors.T).contiguous().to(self.device)
         self._user_factors_dev = self.user_factors.to(self.device)
 
@@ -186,7 +186,7 @@ class PureSVDItem(ItemItemRecommender):
     matrix_name: ClassVar[str] = "W"
     display_name: ClassVar[str] = "PureSVD-item"
     cpu_only: ClassVar[bool] = True  # the SVD runs in SciPy; W moves to the run's device for scoring
-    topk_by_abs: ClassVar[bool] = False  # the course keeps the largest signed values
+    topk_by_abs: ClassVar[bool] = False  # the largest signed values are kept, as in the reference implementation
     half_precision_note: ClassVar[str] = "LAPACK has no half-precision SVD"
 
     def memory_estimate(self, X: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> tuple[int, str]:
@@ -205,4 +205,4 @@ class PureSVDItem(ItemItemRecommender):
         V = torch.from_numpy(np.ascontiguousarray(Vt.T)).to(device)
         self.fit_info.update(svd_seconds=round(svd_seconds, 3))
         console.info(f"PureSVD-item: SVD {svd_seconds:.2f} s")
-        return V @ V.T  # the diagonal is kept, as in the course
+        return V @ V.T  # the diagonal is kept, as in the reference implementation

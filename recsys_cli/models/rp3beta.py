@@ -1,5 +1,6 @@
-"""RP3beta (the course's RP3betaRecommender): P3alpha's walk with each target j's weight divided by
-its popularity deg_j^β before the row top-K; score(u) = r_u · W. See docs/models.md."""
+"""RP3beta (the reference implementation's RP3betaRecommender): P3alpha's walk with each target j's
+weight divided by its popularity deg_j^β before the row top-K; score(u) = r_u · W. See
+docs/models.md and ../shared/spec/baselines.md §3."""
 
 from __future__ import annotations
 

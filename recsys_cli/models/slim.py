@@ -1,4 +1,5 @@
-"""SLIM ElasticNet (Ning & Karypis 2011), as the course framework's SLIMElasticNetRecommender fits it.
+"""SLIM ElasticNet (Ning & Karypis 2011), as the reference implementation's SLIMElasticNetRecommender
+fits it.
 
 For every target item j, with X the training matrix (raw ratings, float32) and n the number of users:
 
@@ -6,11 +7,11 @@ For every target item j, with X the training matrix (raw ratings, float32) and n
     W[:, j] = the topk entries of w_j largest in |w| (the diagonal is 0: column j is not a feature)
     score(u) = x_u · W
 
-Each w_j is scikit-learn's coordinate descent (``ElasticNet`` with the course's settings: random
-coordinate order, 100 epochs at most, tol 1e-4, no intercept). The course draws one coordinate-order
-seed per item from NumPy's global RNG, in item order; here the same draws come from
-``RandomState(experiment.seed)`` in the same order, so chunks of items can run in parallel (joblib)
-and still get the seeds the sequential course fit gives. W is stored sparse. See
+Each w_j is scikit-learn's coordinate descent (``ElasticNet`` with the reference implementation's
+settings: random coordinate order, 100 epochs at most, tol 1e-4, no intercept). The reference draws
+one coordinate-order seed per item from NumPy's global RNG, in item order; here the same draws come
+from ``RandomState(experiment.seed)`` in the same order, so chunks of items can run in parallel
+(joblib) and still get the seeds a sequential fit gives. W is stored sparse. See
 ../shared/spec/baselines.md §6 and docs/models.md.
 """
 
@@ -38,7 +39,7 @@ from recsys_cli.models.registry import register
 
 # sklearn's coordinate descent draws its xorshift seed as rng.randint(0, RAND_R_MAX)
 RAND_R_MAX = 2**31 - 1
-# the course's fixed solver settings
+# the reference implementation's fixed solver settings
 MAX_ITER = 100
 TOL = 1e-4
 # chunks per worker: enough for the progress bar and for load balance (items differ in cost: popular
@@ -91,7 +92,7 @@ def fit_columns(X: sp.csc_matrix, items: np.ndarray, state: tuple, *, alpha: flo
         a, b = X.indptr[j], X.indptr[j + 1]
         y[X.indices[a:b]] = X.data[a:b]
         saved = X.data[a:b].copy()
-        X.data[a:b] = 0  # the target is no feature of itself (kept stored, as the course does)
+        X.data[a:b] = 0  # the target is no feature of itself (kept stored, as the reference implementation does)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -117,7 +118,7 @@ def slim_matrix(X: sp.csr_matrix, *, alpha: float, l1_ratio: float, positive: bo
 
     Threads, not processes: the coordinate descent runs without the GIL, and threads share X.
     ``targets`` fits only those columns (the benchmark's sample); their seeds are then those of
-    the first items, so only the full fit matches the course.
+    the first items, so only the full fit matches the reference implementation.
     """
     from joblib import Parallel, delayed
     from threadpoolctl import threadpool_limits

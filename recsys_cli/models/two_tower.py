@@ -1,4 +1,5 @@
-"""Two-tower recommenders, the seed notebook's types 1 and 2 (``variant: 1 | 2``), done right.
+"""Two-tower recommenders: the reference implementation's types 1 and 2 (``variant: 1 | 2``) with its
+defects fixed (../shared/spec/models.md §6).
 
 ``layers = [L0, L1, ..., Ln]``; user and item embeddings have ``L0 / 2`` dimensions each.
 
@@ -6,16 +7,18 @@
 - **variant 2**: one tower per side, Linear L0/2→L1 → ReLU → … → Ln → ReLU; the two tower outputs are
   multiplied elementwise, then Linear(Ln, 1) → sigmoid.
 
-The seed's ``[10, 5, 2, 2]`` is expressible as is. ``init: seed`` reproduces the seed's initialisation
-(embeddings N(0, 1), hidden Linear weights N(0, 1) with zero bias, output weights U(0, 1) with zero
-bias); ``init: default`` keeps PyTorch's (embeddings N(0, 0.1²) here, Linear Kaiming-uniform).
+The reference implementation's ``layers: [10, 5, 2, 2]`` is expressible as is. ``init: seed``
+initialises as the reference implementation does: embeddings N(0, 1), hidden Linear weights N(0, 1)
+with zero bias, output weights U(0, 1) with zero bias; ``init: default`` keeps PyTorch's (embeddings
+N(0, 0.1²) here, Linear Kaiming-uniform).
 
 Training: every epoch visits every training interaction once in shuffled batches; each positive
 comes with ``num_negatives`` uniform negatives the user has not interacted with (vectorised
 :class:`~recsys_cli.training.sampling.NegativeSampler`). ``training.batch_size`` counts samples,
 positives and negatives together. ``loss``:
 
-- ``bce``: binary cross-entropy on logits, positives labelled 1 and their negatives 0 (the seed's);
+- ``bce``: binary cross-entropy on logits, positives labelled 1 and their negatives 0 (as in the reference
+  implementation);
 - ``bpr``: −log σ(s(u, i⁺) − s(u, i⁻)) for each positive and each of its negatives (Rendle et al. 2009);
 - ``softmax``: sampled softmax over the batch (Yi et al., RecSys 2019). Every positive (u, i) is
   scored against the items of all the batch's positives plus all its uniform negatives (``num_negatives``
@@ -62,7 +65,7 @@ class TwoTowerConfig(ModelConfig):
     variant: Literal[1, 2] = Field(1, description="1: concatenate then MLP; 2: a tower per side, product, linear.")
     layers: list[int] = Field(
         [64, 32, 16], min_length=1,
-        description="[L0, L1, ...]: embeddings of L0/2 per side, then Linear layers (the seed: [10, 5, 2, 2]).",
+        description="[L0, L1, ...]: embeddings of L0/2 per side, then Linear layers (reference implementation: [10, 5, 2, 2]).",
     )
     num_negatives: int = Field(
         3, ge=0, description="Uniform negatives per training positive (softmax: extra candidates shared by the batch; "
@@ -354,7 +357,7 @@ class TwoTower(TrainableRecommender):
         step = max(1, PAIR_BLOCK_ELEMENTS // (n_items * max([width, *(lin.out_features for lin in hidden)])))
         # Every (user, item) pair still runs the layers after the first: ~2·Σ(in·out) FLOPs per pair
         # (docs/training.md). Feature-major blocks (users × features × items) make each layer one
-        # batched product with the long item axis innermost, which keeps narrow layers (the seed's
+        # batched product with the long item axis innermost, which keeps narrow layers (e.g.
         # 5 → 2 → 2) vectorised; blocks are sized to stay in cache, ReLUs run in place.
         for start in range(0, len(users), step):
             h = torch.add(user_part[start : start + step, :, None], item_part[None]).relu_()

@@ -1,6 +1,7 @@
-"""UserKNN-CF (the course's UserKNNCFRecommender): W = top-K column similarities of Rᵀ (users × users,
-column v holds v's K nearest users); score(u) = W[u, :] · R, so u's effective neighbourhood is the
-reverse-kNN set {v : u ∈ topK(v)}, as in the course. See docs/models.md."""
+"""UserKNN-CF (the reference implementation's UserKNNCFRecommender): W = top-K column similarities of
+Rᵀ (users × users, column v holds v's K nearest users); score(u) = W[u, :] · R, so u's effective
+neighbourhood is the reverse-kNN set {v : u ∈ topK(v)}, not u's own top-K, as in the reference
+implementation. See docs/models.md and ../shared/spec/baselines.md §2."""
 
 from __future__ import annotations
 

@@ -141,7 +141,7 @@ def _plot_options(name: str) -> dict[str, Any]:
 
 
 def refit_best(chosen: Config, study_dir: Path, best: Any, *, how: str) -> tuple[Path, Any]:
-    """Train the best config once and evaluate it on test: on train (the course protocol) or train+val."""
+    """Train the best config once and evaluate it on test: on train (as in the search) or on train+val."""
     fixed: dict[str, Any] = {"experiment.runs_dir": str(study_dir), "evaluation.split": "test",
                              "experiment.name": f"{chosen.experiment.name}-refit-{how.replace('+', '-')}"}
     if how == "train+val":
