@@ -71,7 +71,9 @@ def _train_in(run: RunDirectory, notes: list[str], config: Config, model_cls, *,
         for note in notes:
             console.info(note)
         device, dtype = _runtime(config)
-        run.update_env(device=describe_device(device), dtype=config.device.dtype, tf32=config.device.tf32)
+        # the count in effect now that device.threads applies (env.json was first written before it)
+        run.update_env(device=describe_device(device), dtype=config.device.dtype, tf32=config.device.tf32,
+                       torch_threads=torch.get_num_threads())
         console.info(f"experiment {config.experiment.name}: model {model_cls.name}, seed {config.experiment.seed}")
         resume_from = run.path if resume else None
         task = _task(model_cls.task)

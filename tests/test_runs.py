@@ -231,5 +231,6 @@ def test_a_runs_thread_count_is_its_own_and_the_callers_comes_back(tmp_path):
                                                    "data.synthetic.n_interactions=2000",
                                                    f"device.threads={before + 1}"], env={})
     result = experiment.run(config)
-    assert json.loads((result.run_dir / "env.json").read_text())["device"].endswith(f"({before + 1} threads)")
+    env = json.loads((result.run_dir / "env.json").read_text())
+    assert env["device"].endswith(f"({before + 1} threads)") and env["torch_threads"] == before + 1
     assert torch.get_num_threads() == before
