@@ -1,8 +1,9 @@
-"""The course framework's neighbourhood and graph recommenders, written straight from
+"""The reference implementation's neighbourhood and graph recommenders, written straight from
 ../shared/spec/baselines.md §0-3 in dense NumPy, as the reference the fast models are checked against.
 
-Everything is float32 as in the course's Python path; top-K is NumPy's argpartition (the course's
-primitive), so ties at the K-th value are broken as the course does on this machine.
+Everything is float32 as in the reference implementation's Python similarity path; top-K is NumPy's
+argpartition (its top-K primitive, baselines.md §0), so ties at the K-th value are broken exactly as
+the reference implementation breaks them with this machine's NumPy.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def urm(train: sp.spmatrix) -> np.ndarray:
 
 
 def keep_top_k(v: np.ndarray, k: int) -> np.ndarray:
-    """The course's top-K primitive on one vector: exactly k by value (argpartition), then zeros dropped."""
+    """The top-K primitive (baselines.md §0) on one vector: exactly k by value (argpartition), then zeros dropped."""
     out = np.zeros_like(v)
     if k <= 0:
         return out
@@ -129,7 +130,7 @@ def p3_fit(train: sp.spmatrix, *, beta: float | None, topK=100, alpha=1.0, min_r
 
 
 def similarity_matrix_top_k(W: np.ndarray, k: int) -> np.ndarray:
-    """The course's similarityMatrixTopK: per column, argpartition over its nonzeros in row order."""
+    """The reference implementation's similarityMatrixTopK: per column, argpartition over its nonzeros in row order."""
     out = np.zeros_like(W)
     for j in range(W.shape[1]):
         rows = np.flatnonzero(W[:, j])
@@ -140,7 +141,7 @@ def similarity_matrix_top_k(W: np.ndarray, k: int) -> np.ndarray:
 
 
 def recommend(scores: np.ndarray, seen: np.ndarray, cutoff: int) -> np.ndarray:
-    """The course's recommend(): seen → −inf, argpartition then an (unstable) argsort; ±inf dropped."""
+    """The reference implementation's recommend(): seen → −inf, argpartition then an (unstable) argsort; ±inf dropped."""
     scores = scores.astype(np.float32).copy()
     scores[seen != 0] = -np.inf
     cutoff = min(cutoff, scores.shape[1] - 1)

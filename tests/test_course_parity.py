@@ -1,9 +1,10 @@
-"""Course parity: each neighbourhood/graph model's metric table equals the course framework's algorithm
-(reimplemented straight from the spec in dense NumPy, tests/course_reference.py) on the same split,
-within 1e-4, on a synthetic split and on real MovieLens-100K with the course-compatible split.
+"""Reference parity: each neighbourhood/graph model's metric table equals the reference implementation's
+algorithm (reimplemented straight from ../shared/spec/baselines.md in dense NumPy, tests/course_reference.py)
+on the same split, within 1e-4, on a synthetic split and on real MovieLens-100K split exactly as the
+reference implementation splits it (`course_compatible: true`, movielens.md §4).
 
 Both are evaluated by the project's evaluator, so only the models differ. They can differ in one way
-only: which neighbours are kept among candidates tied at the K-th value (the course: NumPy's
+only: which neighbours are kept among candidates tied at the K-th value (the reference: NumPy's
 argpartition; ours: torch.topk, see recsys_cli/models/_similarity.py). Which columns that moves is
 measured below and stated in docs/benchmarks.md.
 """

@@ -1,4 +1,4 @@
-"""Denoising autoencoder: the seed's architecture with the seed's defects fixed."""
+"""Denoising autoencoder: the reference implementation's architecture (../shared/spec/models.md §6) with its defects fixed."""
 
 from __future__ import annotations
 

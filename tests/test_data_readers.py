@@ -40,7 +40,7 @@ def test_ml10m_layout_matrices_follow_the_course_rules(tmp_path):
                                                     "Romance", "Drama"]
     assert ds.icms["ICM_genres"][1].nnz == 5 and ds.icms["ICM_genres"].nnz == 13
     np.testing.assert_array_equal(ds.icms["ICM_year"].toarray().ravel(), [1995] * 4)
-    # line 1 of tags.dat is skipped (course quirk); capitalised irregular forms are stemmed plainly
+    # line 1 of tags.dat is skipped (a quirk of the reference reader); capitalised irregular forms are stemmed plainly
     assert ds.feature_ids["ICM_tags"].tolist() == ["pixar", "anim", "dy", "ski", "thi", "wa", "best"]
     tags = ds.icms["ICM_tags"].toarray()
     np.testing.assert_array_equal(tags[1], [2, 1, 0, 0, 1, 1, 1])  # movie 1: pixar twice

@@ -25,7 +25,7 @@ MOVIES_DAT = [
     "4::Waiting to Exhale (1995)::Comedy|Drama|Romance",
 ]
 TAGS_DAT = [
-    "15::4::skipped by the course::1215184630",  # the course skips line 1 of tags.dat
+    "15::4::skipped by the reader::1215184630",  # line 1 of tags.dat is skipped, as the reference reader skips it
     "20::1::Pixar animation::1188263867",
     "20::1::pixar::1188263868",
     "21::3::Dying Sky::1188263869",

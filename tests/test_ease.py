@@ -60,7 +60,7 @@ def test_B_equals_float64_closed_form(options):
     x = X.toarray()
     if options.get("implicit"):
         x = (x > 0).astype(float)
-    if options.get("normalize_matrix"):  # L2 per row, then per column (course order)
+    if options.get("normalize_matrix"):  # L2 per row, then per column (the reference implementation's order)
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
         x = x / np.linalg.norm(x, axis=0, keepdims=True)
     expected = direct_B(x, options["l2_norm"])
@@ -293,6 +293,6 @@ def test_item_item_models_ask_for_the_course_block_on_the_cpu(monkeypatch):
     # shrink the evaluator's CPU cap to 10 users' scores so its default differs from the model's wish
     monkeypatch.setattr(evaluator, "CPU_SCORE_BLOCK_BYTES", 4 * 50 * 10)
     res = evaluate(model, train, test, [5], progress=False)
-    assert res.block_size == res.n_users_evaluated > 10  # the course's block, capped at the users evaluated
+    assert res.block_size == res.n_users_evaluated > 10  # the reference evaluator's block, capped at the users evaluated
     assert evaluate(lambda u: model.score(u), train, test, [5], progress=False).block_size == 10  # plain scorer
     assert evaluate(model, train, test, [5], progress=False, block_size=7).block_size == 7  # the config wins

@@ -40,12 +40,13 @@ def test_user_whose_every_item_is_seen_has_an_empty_list_but_counts():
     assert res.value("COVERAGE_USER", 2) == pytest.approx(1 / 2)  # only u1 got a list
     # pop = [1, 1, 1] (all from u0), so u1's items have pop/max = 1; u0's empty list adds 0
     assert res.value("AVERAGE_POPULARITY", 2) == pytest.approx((0 + 1) / 2)
-    # closed form with a short list: c = [0, 1, 1], U = 2, k = 2 → 1 − (2 − 4)/(2·2·1) = 1.5 (the course's quirk)
+    # closed form with a short list: c = [0, 1, 1], U = 2, k = 2 → 1 − (2 − 4)/(2·2·1) = 1.5; the formula uses the
+    # nominal k, so short lists can take it above 1 (evaluation.md §2, column 13)
     assert res.value("DIVERSITY_MEAN_INTER_LIST", 2) == pytest.approx(1.5)
 
 
 def test_fewer_items_than_the_cutoff():
-    # 4 items and cutoff 10: the course cuts at min(10, n_items − 1) = 3, so even without seen items the lists
+    # 4 items and cutoff 10: the reference evaluator cuts at min(10, n_items − 1) = 3, so even without seen items the lists
     # have 3 entries and item 3 (lowest score) is never recommended.
     test = csr([[0, 0, 0, 5], [5, 0, 0, 0]])
     train = csr(np.zeros((2, 4)))
@@ -209,7 +210,7 @@ def test_block_size_bounds_every_scorer_call_and_does_not_change_numbers():
 
 def test_default_block_size():
     cuda = torch.device("cuda")  # only its type is read
-    assert default_block_size(10_681, 69_878, cuda) == 1000  # the course's block
+    assert default_block_size(10_681, 69_878, cuda) == 1000  # the reference evaluator's block: min(1000, 5e8 / n_items)
     assert default_block_size(1_000_000, 69_878, cuda) == 500  # 5e8 / n_items
     assert default_block_size(100, 7) == 7
     # on the CPU a block of float32 scores stays within 24 MiB: 24 * 2**20 // (4 * 10_681) = 589

@@ -115,7 +115,7 @@ def reference(scores, train, test, cutoffs, *, min_ratings=1, exclude_seen=True,
             acc["HIT_RATE"] += 1.0 if hits > 0 else 0.0
             acc["ARHR_ALL_HITS"] += sum(h[j] / (j + 1) for j in range(n))
             acc["NOVELTY"] += novelty(lst)
-            with np.errstate(invalid="ignore"):  # an empty training matrix gives 0/0 = NaN, as in the course
+            with np.errstate(invalid="ignore"):  # an empty training matrix gives 0/0 = NaN, as in the reference evaluator
                 acc["AVERAGE_POPULARITY"] += sum(pop[i] / max_pop for i in lst) / n if n else 0.0
             covered += n > 0
             covered_hit += hits > 0

@@ -1,7 +1,8 @@
-"""Course parity of puresvd, puresvd-item, slim and ials: each metric table equals the one of the
-course's algorithm written out from the spec (the test helpers of test_puresvd, test_slim and
-test_ials) on the same split, within 1e-4, on a synthetic split and on real MovieLens-100K with
-the course-compatible split. Both sides go through the project's evaluator, so only the models differ.
+"""Reference parity of puresvd, puresvd-item, slim and ials: each metric table equals the one of the
+reference implementation's algorithm written out from ../shared/spec/baselines.md §4-6 (the test helpers
+of test_puresvd, test_slim and test_ials) on the same split, within 1e-4, on a synthetic split and on real
+MovieLens-100K split exactly as the reference implementation splits it (`course_compatible: true`).
+Both sides go through the project's evaluator, so only the models differ.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ CONFIGS = {
 
 def tables(case: str, train: sp.csr_matrix, test: sp.csr_matrix) -> tuple[dict, dict]:
     cls = get_model_class(case)
-    dtype = torch.float64 if case == "ials" else torch.float32  # the course's dtypes
+    dtype = torch.float64 if case == "ials" else torch.float32  # the reference implementation's dtypes
     model = cls(cls.Config.model_validate({"name": case, **CONFIGS[case]}), device=CPU, dtype=dtype, seed=SEED)
     training = TrainingConfig(epochs=EPOCHS, early_stopping=EarlyStoppingConfig(enabled=False))
     model.fit(train, FitContext(device=CPU, dtype=dtype, seed=SEED, training=training))

@@ -1,4 +1,4 @@
-"""iALS: half-steps against NumPy ridge solutions, CG against the exact solve, the course's epochs,
+"""iALS: half-steps against NumPy ridge solutions, CG against the exact solve, the reference implementation's epochs,
 the objective, and training through the engine (validation, best factors, save/load)."""
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def test_objective_equals_the_dense_sum_over_all_pairs():
 
 
 def course_ials(R: np.ndarray, *, epochs, k, alpha, reg, seed) -> tuple[np.ndarray, np.ndarray]:
-    """The course's IALSRecommender (spec §5) with zero user factors: np.linalg.inv per warm row."""
+    """The reference implementation's IALSRecommender (baselines.md §5) with zero user factors: np.linalg.inv per warm row."""
     np.random.seed(seed)
     U = np.zeros((R.shape[0], k))
     V = k ** -0.5 * np.random.random_sample((R.shape[1], k))

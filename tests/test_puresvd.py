@@ -1,4 +1,4 @@
-"""PureSVD and PureSVD-item: exact on low-rank data, the course's randomized SVD step by step, persistence."""
+"""PureSVD and PureSVD-item: exact on low-rank data, the reference implementation's randomized SVD step by step, persistence."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def fit(cls, config, R: np.ndarray, *, seed=42, dtype=torch.float32):
 
 
 def course_randomized_svd(R: np.ndarray, k: int, seed: int):
-    """The spec's steps 1–10 (§4), written out with NumPy/SciPy in float32: the course reference."""
+    """Steps 1–10 of baselines.md §4 written out with NumPy/SciPy in float32: the reference implementation's randomized SVD."""
     A = sp.csr_matrix(R, dtype=np.float32)
     rng = np.random.RandomState(seed)
     size = k + 10

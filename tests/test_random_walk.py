@@ -1,5 +1,5 @@
 """P3alpha and RP3beta: hand-computed walks, the popularity penalty, row normalisation, both top-Ks,
-min_rating/implicit, and the column top-K's course tie rule."""
+min_rating/implicit, and the column top-K's tie rule (the reference implementation's argpartition)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SLIM ElasticNet: the course's sequential fit (global-RNG seeds), the spec's solver, top-k, threads."""
+"""SLIM ElasticNet: the reference implementation's sequential fit (global-RNG seeds), the spec's solver, top-k, threads."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def fit(config: SLIMConfig, R: np.ndarray, seed=42) -> SLIM:
 
 
 def course_slim(R: np.ndarray, *, l1_ratio, alpha, positive_only, topK, seed) -> np.ndarray:
-    """The course's SLIMElasticNetRecommender.fit (spec §6), sequential, after np.random.seed(seed)."""
+    """The reference implementation's SLIMElasticNetRecommender.fit (baselines.md §6), sequential, after np.random.seed(seed)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import ElasticNet
 
@@ -110,7 +110,7 @@ def objective(X, y, w, l1, l2):
 
 
 def test_each_column_solves_the_spec_objective_to_the_course_tolerance():
-    # The installed scikit-learn adds gap-safe screening (the course's version picked over all
+    # The installed scikit-learn adds gap-safe screening (the solver of baselines.md §6 picks over all
     # columns), so unconverged coefficients differ; both stop once the duality gap is below
     # tol·‖y‖², so each column is within that of the exact optimum, found here by the spec's solver
     # run to convergence.

@@ -1,4 +1,4 @@
-"""Splits: exact partitions, fractions, seeding, the course-compatible mode, fingerprints, import."""
+"""Splits: exact partitions, fractions, seeding, `course_compatible` (the reference implementation's split), fingerprints, import."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_holdout_and_temporal_are_exact_partitions(seed, test_fraction, val_frac
 def test_course_compatible_mode_reproduces_the_double_indexing():
     urm = random_urm(3)
     n = urm.nnz
-    np.random.seed(7)  # what the course's notebook would have to do
+    np.random.seed(7)  # the reference split takes no seed: its caller seeds NumPy's global RNG
     perm = np.arange(n)
     np.random.shuffle(perm)
     n_train = round(n * 0.8)

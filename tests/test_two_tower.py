@@ -1,4 +1,4 @@
-"""Two-tower variants 1 and 2: the seed's architecture and init, bulk scoring, full-epoch sampling."""
+"""Two-tower variants 1 and 2: the reference implementation's architecture and init (`init: seed`), bulk scoring, full-epoch sampling."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_the_seeds_layers_are_expressible_with_the_seeds_shapes_and_init():
     for tower in (m2.user_tower, m2.item_tower):
         assert [(lin.in_features, lin.out_features) for lin in tower if isinstance(lin, torch.nn.Linear)] == [
             (5, 5), (5, 2), (2, 2)]
-    # Seed init: N(0, 1) embeddings and hidden weights, zero biases, U(0, 1) output weights.
+    # `init: seed`: N(0, 1) embeddings and hidden weights, zero biases, U(0, 1) output weights.
     assert abs(float(m2.user_emb.weight.detach().std()) - 1.0) < 0.05
     assert all(float(lin.bias.detach().abs().max()) == 0 for lin in m2.user_tower if isinstance(lin, torch.nn.Linear))
     w = m2.out.weight.detach()
