@@ -14,12 +14,13 @@ int32 indices where they fit: measured faster than int64 indices, COO, and SciPy
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from recsys_cli.models._linalg import quiet_sparse
 
 Weighting = Literal["binary", "ratings"]
 
@@ -161,8 +162,7 @@ class SymmetricOperator:
     def __init__(self, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, n: int):
         self.crow, self.col, self.values, self.n = crow, col, values, n
         self.device = values.device
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        with quiet_sparse():
             self._torch = torch.sparse_csr_tensor(crow, col, values, size=(n, n), check_invariants=False)
 
     @property

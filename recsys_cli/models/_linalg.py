@@ -31,9 +31,9 @@ MIRROR_BLOCK = 512
 
 @contextlib.contextmanager
 def quiet_sparse() -> Iterator[None]:
-    """Silence torch's one-time notes that sparse CSR tensors are beta (they are used here on purpose)."""
+    """Silence torch's one-time notes that sparse CSR/CSC tensors are beta (they are used here on purpose)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*[Ss]parse (CSR tensor support|invariant checks)")
+        warnings.filterwarnings("ignore", message=r".*[Ss]parse (CS[RC] tensor support|invariant checks)")
         yield
 
 
