@@ -30,6 +30,7 @@ from torch import nn
 
 from recsys_cli.config.schema import ModelConfig
 from recsys_cli.models._linalg import quiet_sparse
+from recsys_cli.models._ragged import ragged_arange
 from recsys_cli.models.registry import register
 from recsys_cli.training.engine import LOW_PRECISION, TrainableRecommender
 
@@ -108,11 +109,9 @@ class DAE(TrainableRecommender):
         starts = self._indptr[users]
         counts = self._indptr[users + 1] - starts
         ends = torch.cumsum(counts, 0)
-        offsets = ends - counts
-        total = int(ends[-1]) if len(ends) else 0
         # Position of every non-zero of the batch in the whole CSR: its row start plus its rank in the row.
-        pos = torch.arange(total) + torch.repeat_interleave(starts - offsets, counts, output_size=total)
-        return self._indices[pos], offsets, self._values[pos]
+        pos = ragged_arange(starts, counts, int(ends[-1]) if len(ends) else 0)
+        return self._indices[pos], ends - counts, self._values[pos]
 
     def _first_layer(self, indices: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """rows @ W for sparse rows: sparse CSR/CSC products when training on the CPU, the

@@ -51,6 +51,7 @@ from torch import nn
 
 from recsys_cli.config.schema import ModelConfig
 from recsys_cli.errors import ResourceError
+from recsys_cli.models._ragged import ragged_arange
 from recsys_cli.models.registry import register
 from recsys_cli.training.engine import LOW_PRECISION, TrainableRecommender
 from recsys_cli.training.sampling import NegativeSampler
@@ -452,11 +453,9 @@ def accidental_hits(row_items: torch.Tensor, candidates: torch.Tensor) -> tuple[
     ranked = candidates[order]
     first = torch.searchsorted(ranked, row_items, side="left")
     counts = torch.searchsorted(ranked, row_items, side="right") - first
-    rows = torch.repeat_interleave(torch.arange(len(row_items), device=candidates.device), counts)
-    # the k-th hit of row r sits at ranked position first[r] + k
-    within = torch.arange(len(rows), device=candidates.device) - torch.repeat_interleave(
-        torch.cumsum(counts, 0) - counts, counts)
-    return rows, order[torch.repeat_interleave(first, counts) + within]
+    total = int(counts.sum())
+    rows = torch.repeat_interleave(torch.arange(len(row_items), device=candidates.device), counts, output_size=total)
+    return rows, order[ragged_arange(first, counts, total)]  # row r's hits: ranked positions first[r], first[r] + 1, …
 
 
 def exclude_hits_(logits: torch.Tensor, row_items: torch.Tensor, candidates: torch.Tensor, *, first_column: int = 0,
