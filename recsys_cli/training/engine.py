@@ -1,8 +1,9 @@
 """The shared training engine of every trainable recommender (DAE, Mult-VAE, two-tower, LightGCN, ...).
 
 A model subclasses :class:`TrainableRecommender`; :class:`Trainer` runs its epochs in small steps
-(optimizer, device/dtype, autocast, gradient clipping, validation, early stopping, best weights,
-checkpoints, resume, NaN detection, per-epoch log, ``train_log.csv``, the curve PNG, hooks)::
+(optimizer, device/dtype, autocast, gradient clipping, weight averaging, validation, early stopping,
+best weights, checkpoints, resume, NaN detection, per-epoch log, ``train_log.csv``, the curve PNG,
+hooks)::
 
     @register
     class MyModel(TrainableRecommender):
@@ -51,6 +52,7 @@ from recsys_cli.errors import ConfigError, RunFailed
 from recsys_cli.models.base import FitContext, Recommender
 from recsys_cli.training import checkpoint as ckpt
 from recsys_cli.training import curves
+from recsys_cli.training.ema import ParameterEMA
 from recsys_cli.training.hooks import TrainingHook, TrainingStopped, first_stop_reason
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -222,6 +224,7 @@ class Trainer:
         self.run_dir = Path(ctx.run_dir) if ctx.run_dir is not None else None
         self.validating = ctx.validation is not None and ctx.validation.nnz > 0
         self._params: list[nn.Parameter] = []
+        self.ema: ParameterEMA | None = None
         self._best_in_memory: dict[str, torch.Tensor] | None = None
 
     # -- setup ------------------------------------------------------------------------------------
@@ -235,6 +238,11 @@ class Trainer:
             if model.dtype == torch.float16 and model.device.type == "cuda":
                 self.scaler = torch.amp.GradScaler("cuda")
         self._params = [p for p in model.parameters() if p.requires_grad]
+        if self.tc.ema_decay is not None:
+            if model.uses_optimizer:
+                self.ema = ParameterEMA(model, self.tc.ema_decay)
+            else:
+                console.warn(f"training.ema_decay is ignored: {model.name} takes no gradient steps")
         if not self.validating:
             console.warn("no validation split: training runs all epochs and keeps the last weights "
                          "(set data.split.val_fraction > 0 for early stopping)")
@@ -259,6 +267,13 @@ class Trainer:
             raise ConfigError(f"--resume: the model config differs from the checkpoint's in {', '.join(changed)}",
                               hint="resume with the run's own config (RUN_DIR/config.yaml)")
         model.load_state_dict(tensors["model"])
+        if self.ema is not None:
+            if tensors.get("ema"):
+                self.ema.load_state_dict(tensors["ema"])
+            else:  # the checkpoint's run kept no average: start one from its weights
+                self.ema = ParameterEMA(model, self.ema.decay)
+                console.warn(f"the checkpoint in {self.ctx.resume_from} has no weight average "
+                             "(training.ema_decay was off): the average starts from its weights")
         if self.optimizer is not None:
             self.optimizer.load_state_dict(tensors["optimizer"])
         if self.scaler is not None and tensors.get("scaler"):
@@ -298,6 +313,8 @@ class Trainer:
             if self.tc.grad_clip:
                 nn.utils.clip_grad_norm_(self._params, self.tc.grad_clip)
             optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
         self.global_step += 1
         return loss.detach()
 
@@ -352,9 +369,11 @@ class Trainer:
         return float(result.value(self.es.metric, self.es.cutoff))
 
     def validate(self, train: sp.csr_matrix) -> float:
+        """The early-stopping metric on the validation split, of the averaged weights when training.ema_decay is set."""
         self.model.eval()
         try:
-            with torch.no_grad(), autocast_for(self.model.device, self.model.dtype):
+            with (self.ema.applied() if self.ema is not None else contextlib.nullcontext()), torch.no_grad(), \
+                    autocast_for(self.model.device, self.model.dtype):
                 self.model.before_evaluation()
                 return self.evaluator(self.model, train, self.ctx.validation)
         finally:
@@ -422,18 +441,26 @@ class Trainer:
         model = self.model
         if self.run_dir is None:
             if improved:
-                self._best_in_memory = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                self._best_in_memory = self._evaluated_state()
             return
         if improved:
-            ckpt.save_checkpoint(self.run_dir, "best", {"model": model.state_dict()},
+            ckpt.save_checkpoint(self.run_dir, "best", {"model": self._evaluated_state()},
                                  self._sidecar(epoch, finished=False))
-        tensors: dict[str, Any] = {"model": model.state_dict()}
+        tensors: dict[str, Any] = {"model": model.state_dict()}  # the raw weights: resume goes on from them
+        if self.ema is not None:
+            tensors["ema"] = self.ema.state_dict()
         if self.optimizer is not None:
             tensors["optimizer"] = self.optimizer.state_dict()
             tensors["scaler"] = self.scaler.state_dict() if self.scaler is not None else {}
         finished = self.stopped_early or epoch == self.tc.epochs
         ckpt.save_checkpoint(self.run_dir, "last", tensors, self._sidecar(epoch, finished=finished))
         curves.write_log(self.run_dir, self.history)
+
+    def _evaluated_state(self) -> dict[str, torch.Tensor]:
+        """The weights validation measured (a copy): the average when there is one."""
+        if self.ema is not None:
+            return self.ema.averaged_state(self.model)
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     # -- the loop ---------------------------------------------------------------------------------
     def run_epoch(self, train: sp.csr_matrix, epoch: int) -> dict[str, Any]:
@@ -510,6 +537,8 @@ class Trainer:
     def finish(self, seconds: float) -> None:
         """Restore the best weights, record the outcome, tell the hooks."""
         model, timing = self.model, self.ctx.timing
+        if self.ema is not None:
+            self.ema.copy_to_model()  # the last epoch's average; the best epoch's replaces it below
         self._restore_best()
         model.epochs_trained = self.history[-1]["epoch"] if self.history else 0
         model.best_epoch = self.best_epoch
