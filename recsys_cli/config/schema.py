@@ -98,9 +98,9 @@ class TrainingConfig(Section):
     momentum: float = Field(0.0, ge=0, lt=1, description="Momentum (sgd only).")
     grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
     ema_decay: float | None = Field(
-        None, gt=0, lt=1, description="Keep an exponential moving average of the weights, moved this little "
-        "towards them per optimizer step (it spans ~1/(1 - decay) steps); validation, checkpoints and the final "
-        "model use it (null: off)."
+        None, gt=0, lt=1, description="Average the weights: after each optimizer step average = decay * average "
+        "+ (1 - decay) * weights, spanning ~1/(1 - decay) steps; validation, checkpoints and the final model use "
+        "the average (null: off)."
     )
     eval_every: int = Field(1, ge=1, description="Validate every this many epochs.")
     eval_every_epoch_until: int = Field(
