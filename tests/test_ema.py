@@ -155,3 +155,19 @@ def test_resume_with_the_average_equals_an_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     logs = [(tmp_path / d / "train_log.csv").read_text().splitlines() for d in ("a", "b")]
     assert [line.split(",")[:3] for line in logs[0]] == [line.split(",")[:3] for line in logs[1]]
+
+
+def test_resuming_a_run_without_an_average_starts_one_from_its_weights(tmp_path, capsys):
+    """Only the Python API can get here (the CLI refuses a changed training.ema_decay on resume)."""
+    train, _ = _data()
+    settings = {"early_stopping": {"enabled": False}}
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_two_tower(), _ctx(tmp_path, **settings), evaluator=interrupting_at(3)).fit(train)
+    saved = torch.load(checkpoint_paths(tmp_path, "last")[0], weights_only=True)["model"]
+    assert "ema" not in torch.load(checkpoint_paths(tmp_path, "last")[0], weights_only=True)
+
+    model = _two_tower()
+    trainer = Trainer(model, _ctx(tmp_path, resume=True, ema_decay=0.9, **settings), evaluator=_mean_validation_score)
+    trainer.setup(train)
+    assert "has no weight average" in capsys.readouterr().err
+    assert all(torch.equal(a, saved[name]) for name, a in trainer.ema.state_dict().items())
