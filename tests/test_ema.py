@@ -117,13 +117,14 @@ def test_the_final_model_is_the_best_epochs_average_when_a_later_epoch_is_worse(
     assert all(torch.equal(final[k], seen[1][k]) for k in final)
 
 
-def test_without_validation_the_model_ends_with_the_average():
+def test_without_validation_the_model_ends_with_the_average(capsys):
     train, _ = _data()
     model = _two_tower()
     ctx = _ctx(None, epochs=2, ema_decay=0.9)
     ctx.validation = None
     trainer = Trainer(model, ctx, evaluator=_mean_validation_score)
     trainer.fit(train)
+    assert "keeps the last weight average" in capsys.readouterr().err
     average = trainer.ema.state_dict()
     assert all(torch.equal(model.state_dict()[k], average[k]) for k in average)
 

@@ -244,7 +244,8 @@ class Trainer:
             else:
                 console.warn(f"training.ema_decay is ignored: {model.name} takes no gradient steps")
         if not self.validating:
-            console.warn("no validation split: training runs all epochs and keeps the last weights "
+            kept = "the last weight average" if self.ema is not None else "the last weights"
+            console.warn(f"no validation split: training runs all epochs and keeps {kept} "
                          "(set data.split.val_fraction > 0 for early stopping)")
         start = self._resume() if self.ctx.resume_from is not None else 1
         return self.tc.epochs + 1 if self.stopped_early else start
