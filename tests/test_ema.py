@@ -48,7 +48,7 @@ def test_applied_swaps_the_average_in_and_the_raw_weights_back():
     assert all(torch.equal(layer.state_dict()[k], after_step[k]) for k in after_step)
     state = ema.averaged_state(layer)
     assert torch.equal(state["weight"], (raw["weight"] + 3.0) / 2)
-    assert torch.equal(layer.weight, after_step["weight"])  # averaged_state copies, never writes
+    assert torch.equal(layer.weight, after_step["weight"])  # averaged_state never writes the model
 
 
 def test_half_precision_weights_are_averaged_in_float32():
@@ -172,3 +172,16 @@ def test_resuming_a_run_without_an_average_starts_one_from_its_weights(tmp_path,
     trainer.setup(train)
     assert "has no weight average" in capsys.readouterr().err
     assert all(torch.equal(a, saved[name]) for name, a in trainer.ema.state_dict().items())
+
+
+def test_a_model_without_an_optimizer_warns_that_the_average_is_ignored(capsys):
+    from recsys_cli.models.dae import DAEConfig
+
+    from .test_engine_steps import ItemMeans
+
+    train, _ = _data()
+    model = ItemMeans(DAEConfig(), device=CPU, dtype=torch.float32, seed=3)
+    trainer = Trainer(model, _ctx(None, epochs=2, ema_decay=0.9), evaluator=_mean_validation_score)
+    trainer.fit(train)
+    assert trainer.ema is None
+    assert "training.ema_decay is ignored: test-item-means takes no gradient steps" in capsys.readouterr().err

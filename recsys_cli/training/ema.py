@@ -33,12 +33,14 @@ class ParameterEMA:
         # half-precision weights would lose updates of weight (1 − decay) to rounding: average in float32
         self.average = [p.detach().to(torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype,
                                       copy=True) for p in self._params]
+        self._weights = [p.detach() for p in self._params]  # views of the live weights, made once
+        self._cast = any(w.dtype != a.dtype for w, a in zip(self._weights, self.average, strict=True))
 
     @torch.no_grad()
     def update(self) -> None:
         """One step of the average; call after each optimizer step."""
-        weights = [p.detach() if p.dtype == a.dtype else p.detach().to(a.dtype)
-                   for p, a in zip(self._params, self.average, strict=True)]
+        weights = [w.to(a.dtype) for w, a in zip(self._weights, self.average, strict=True)] if self._cast \
+            else self._weights
         torch._foreach_lerp_(self.average, weights, 1.0 - self.decay)
 
     @contextlib.contextmanager
@@ -54,10 +56,13 @@ class ParameterEMA:
                     p.copy_(r)
 
     def averaged_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """``model.state_dict()`` with the averaged parameters in place of the raw ones (copies)."""
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        """``model.state_dict()`` with the averaged parameters in place of the raw ones.
+
+        Like ``state_dict()`` it shares storage (the average's own, where the dtypes agree): copy it
+        to keep it past the next :meth:`update`."""
+        state = model.state_dict()
         for name, p, a in zip(self.names, self._params, self.average, strict=True):
-            state[name] = a.to(p.dtype, copy=True)
+            state[name] = a.to(p.dtype)
         return state
 
     @torch.no_grad()

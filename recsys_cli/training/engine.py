@@ -373,8 +373,8 @@ class Trainer:
         """The early-stopping metric on the validation split, of the averaged weights when training.ema_decay is set."""
         self.model.eval()
         try:
-            with (self.ema.applied() if self.ema is not None else contextlib.nullcontext()), torch.no_grad(), \
-                    autocast_for(self.model.device, self.model.dtype):
+            averaged = self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+            with averaged, torch.no_grad(), autocast_for(self.model.device, self.model.dtype):
                 self.model.before_evaluation()
                 return self.evaluator(self.model, train, self.ctx.validation)
         finally:
@@ -442,7 +442,7 @@ class Trainer:
         model = self.model
         if self.run_dir is None:
             if improved:
-                self._best_in_memory = self._evaluated_state()
+                self._best_in_memory = {k: v.detach().clone() for k, v in self._evaluated_state().items()}
             return
         if improved:
             ckpt.save_checkpoint(self.run_dir, "best", {"model": self._evaluated_state()},
@@ -458,10 +458,8 @@ class Trainer:
         curves.write_log(self.run_dir, self.history)
 
     def _evaluated_state(self) -> dict[str, torch.Tensor]:
-        """The weights validation measured (a copy): the average when there is one."""
-        if self.ema is not None:
-            return self.ema.averaged_state(self.model)
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        """The weights validation measured (the average when there is one), sharing storage as ``state_dict()``."""
+        return self.ema.averaged_state(self.model) if self.ema is not None else self.model.state_dict()
 
     # -- the loop ---------------------------------------------------------------------------------
     def run_epoch(self, train: sp.csr_matrix, epoch: int) -> dict[str, Any]:
