@@ -99,7 +99,29 @@ def test_groups_are_configs_differing_only_in_the_seed():
     assert group_indices(configs) == [[0, 1, 3], [2, 4]]
     assert group_key(configs[0]) != group_key(configs[2])
     assert differing_keys(configs) == ["model.l2_norm"]
-    assert differing_keys([config(0), {**config(0), "training": {"epochs": 3}}]) == ["training.epochs"]
+    dae = {"model": {"name": "dae", "hidden": [600, 200]}, "training": {"epochs": 3, "learning_rate": 0.001}}
+    assert differing_keys([dae, {**dae, "training": {"epochs": 5, "learning_rate": 0.001}}]) == ["training.epochs"]
+
+
+def test_keys_a_model_ignores_or_leaves_null_tell_no_runs_apart():
+    ease = {"experiment": {"seed": 0}, "model": {"name": "ease", "l2_norm": 1.0}, "training": {"epochs": 30}}
+    # EASE never trains: its training section keeps defaults that change nothing it computes
+    assert group_key(ease) == group_key({**ease, "training": {"epochs": 3}})
+    assert differing_keys([ease, {**ease, "training": {"epochs": 3}}]) == []
+    dae = {"experiment": {"seed": 0}, "model": {"name": "dae", "noise_p": 0.5}, "training": {"epochs": 30}}
+    assert group_key(dae) != group_key({**dae, "training": {"epochs": 3}})
+    # null and absent are the same setting
+    gfcf = {"model": {"name": "gfcf", "alpha": 1.0, "topk": None}}
+    assert group_key(gfcf) == group_key({"model": {"name": "gfcf", "alpha": 1.0}})
+    assert differing_keys([gfcf, {**ease, "training": {}}]) == ["model.name", "model.alpha", "model.l2_norm"]
+    # a model key only one row has tells the rows apart; a training key only one row uses does not
+    assert differing_keys([ease, dae]) == ["model.name", "model.l2_norm", "model.noise_p"]
+    two = {**dae, "model": {"name": "two-tower", "variant": 1}, "training": {"epochs": 100}}
+    assert differing_keys([ease, dae, two]) == ["model.name", "model.l2_norm", "model.noise_p", "training.epochs",
+                                                "model.variant"]
+    # a model this version does not know keeps every key
+    unknown = {"model": {"name": "not-a-model"}, "training": {"epochs": 3}}
+    assert group_key(unknown) != group_key({**unknown, "training": {"epochs": 4}})
 
 
 def test_what_a_run_keeps_on_disk_does_not_split_a_seed_group():

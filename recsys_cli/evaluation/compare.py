@@ -24,7 +24,7 @@ import pandas as pd
 
 from recsys_cli import console
 from recsys_cli.errors import ConfigError, DataError, RecsysError
-from recsys_cli.evaluation.groups import SEED_KEY, differing_keys, flatten, group_indices, summarize
+from recsys_cli.evaluation.groups import SEED_KEY, differing_keys, effective, flatten, group_indices, summarize
 from recsys_cli.evaluation.metrics import COLUMNS, PER_USER
 from recsys_cli.evaluation.report import metric_name
 from recsys_cli.evaluation.stats import adjust, check_choice, paired_test
@@ -316,7 +316,7 @@ class Comparison:
         rows = []
         for entry in self.entries:
             first = entry.runs[0]
-            flat = flatten(first.config)
+            flat = flatten(effective(first.config))
             statuses = {r.status for r in entry.runs}
             fingerprints = {r.fingerprint[:12] for r in entry.runs}
             row: dict[str, Any] = {

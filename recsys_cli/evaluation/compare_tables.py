@@ -21,7 +21,7 @@ from rich.table import Table
 from recsys_cli import atomic, console
 from recsys_cli.errors import ConfigError
 from recsys_cli.evaluation.compare import Comparison, Entry, label
-from recsys_cli.evaluation.groups import flatten
+from recsys_cli.evaluation.groups import effective, flatten
 
 FORMATS = {"csv": ".csv", "md": ".md", "latex": ".tex"}
 TERMINAL_WIDTH = 80
@@ -50,7 +50,7 @@ def _text_frame(comparison: Comparison, *, plus_minus: str, mark: str, bold=None
     for i, entry in enumerate(comparison.entries):
         name = entry.name + (" (baseline)" if entry.baseline else "")
         row = {"run": name, "model": entry.runs[0].model}
-        flat_config = flatten(entry.runs[0].config)
+        flat_config = flatten(effective(entry.runs[0].config))
         for key in comparison.hyperparameters:
             row[_short_key(key) if short else key] = _plain(flat_config.get(key))
         for spec in comparison.specs:

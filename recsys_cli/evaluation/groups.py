@@ -1,7 +1,9 @@
 """Groups of runs whose configs differ only in the seed, and their summary statistics.
 
 A group's key is its flattened config without the keys that do not change what is computed (the seed
-itself, the experiment's name, folders, data sources, threads, memory budgets and what is saved: IGNORED). Its
+itself, the experiment's name, folders, data sources, threads, memory budgets and what is saved: IGNORED;
+and the whole `training` section for a model that never trains, such as EASE: :func:`effective`). A key
+set to null and a key that is absent are the same. Its
 summary of a metric over the group's runs is the mean, the sample standard deviation (ddof 1) and the
 t-based confidence interval of the mean, mean ± t(1 − (1 − level)/2, n − 1) · sd / √n (SciPy's
 Student t quantile). One run has sd and interval NaN.
@@ -39,10 +41,28 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def effective(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``config`` without the `training` section when its model is a registered closed-form model
+    (``trainable`` False): those keys keep their defaults but change nothing that model computes."""
+    from recsys_cli.models.registry import get_model_class
+
+    model = config.get("model")
+    try:
+        trainable = get_model_class(model.get("name")).trainable if isinstance(model, Mapping) else True
+    except ValueError:  # a model this version does not know: keep every key
+        trainable = True
+    return config if trainable else {k: v for k, v in config.items() if k != "training"}
+
+
+def _flat_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The flattened keys that make an experiment (not IGNORED, not null)."""
+    return {k: v for k, v in flatten(effective(config)).items() if k not in IGNORED and v is not None}
+
+
 def group_key(config: Mapping[str, Any]) -> str:
-    """The same string for configs that differ only in IGNORED keys (the seed among them)."""
-    flat = {k: v for k, v in flatten(config).items() if k not in IGNORED}
-    return json.dumps(flat, sort_keys=True, default=str)
+    """The same string for configs that differ only in IGNORED keys (the seed among them), in keys their
+    model ignores, or in keys one sets to null and the other leaves out."""
+    return json.dumps(_flat_settings(config), sort_keys=True, default=str)
 
 
 def group_indices(configs: Iterable[Mapping[str, Any]]) -> list[list[int]]:
@@ -54,13 +74,22 @@ def group_indices(configs: Iterable[Mapping[str, Any]]) -> list[list[int]]:
 
 
 def differing_keys(configs: list[Mapping[str, Any]]) -> list[str]:
-    """Flattened keys (not IGNORED) whose values are not the same in every config, in config order."""
-    flats = [flatten(c) for c in configs]
+    """Flattened keys (not IGNORED) whose values are not the same in every config, in config order.
+
+    A model key differs when any two configs disagree, one of them lacking it included: each model's
+    own hyperparameters tell the rows apart. A key of another section differs only when two configs
+    that set it disagree: a DAE's learning rate is no difference from EASE, which has none. Null keys
+    and a closed-form model's `training` keys count as absent (:func:`group_key`)."""
+    flats = [_flat_settings(c) for c in configs]
     keys: list[str] = []
     for flat in flats:
-        keys += [k for k in flat if k not in keys and k not in IGNORED]
-    missing = object()
-    return [k for k in keys if len({json.dumps(f.get(k, missing), default=str, sort_keys=True) for f in flats}) > 1]
+        keys += [k for k in flat if k not in keys]
+
+    def differs(key: str) -> bool:
+        values = [f.get(key) for f in flats] if key.startswith("model.") else [f[key] for f in flats if key in f]
+        return len({json.dumps(v, default=str, sort_keys=True) for v in values}) > 1
+
+    return [k for k in keys if differs(k)]
 
 
 @dataclass(frozen=True)
