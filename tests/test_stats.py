@@ -122,6 +122,8 @@ def test_keys_a_model_ignores_or_leaves_null_tell_no_runs_apart():
     # a model this version does not know keeps every key
     unknown = {"model": {"name": "not-a-model"}, "training": {"epochs": 3}}
     assert group_key(unknown) != group_key({**unknown, "training": {"epochs": 4}})
+    nameless = {"model": {"l2_norm": 1.0}, "training": {"epochs": 3}}  # a damaged config.yaml
+    assert group_key(nameless) != group_key({**nameless, "training": {"epochs": 4}})
 
 
 def test_what_a_run_keeps_on_disk_does_not_split_a_seed_group():

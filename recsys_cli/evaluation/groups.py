@@ -47,8 +47,9 @@ def effective(config: Mapping[str, Any]) -> Mapping[str, Any]:
     from recsys_cli.models.registry import get_model_class
 
     model = config.get("model")
+    name = model.get("name") if isinstance(model, Mapping) else None
     try:
-        trainable = get_model_class(model.get("name")).trainable if isinstance(model, Mapping) else True
+        trainable = get_model_class(name).trainable if isinstance(name, str) else True
     except ValueError:  # a model this version does not know: keep every key
         trainable = True
     return config if trainable else {k: v for k, v in config.items() if k != "training"}
