@@ -38,11 +38,12 @@ INFORMED = NOISE + 2.0 * TEST.toarray()  # a model that knows the test items: cl
 
 def make_run(runs_dir: Path, name: str, scores: np.ndarray, *, seed: int = 0, l2: float = 1.0,
              fingerprint: str = "fp-one-aaaaaaaa", status: str = "succeeded", split: str = "test",
-             cutoffs=(5, 10), bench: bool = False, per_user: bool = True) -> Path:
+             cutoffs=(5, 10), bench: bool = False, per_user: bool = True, model: dict | None = None,
+             training: dict | None = None) -> Path:
     config = Config.model_validate({
         "experiment": {"name": name, "seed": seed, "runs_dir": str(runs_dir)},
-        "data": {"dataset": "synthetic"}, "model": {"name": "ease", "l2_norm": l2},
-        "evaluation": {"cutoffs": list(cutoffs)},
+        "data": {"dataset": "synthetic"}, "model": model or {"name": "ease", "l2_norm": l2},
+        "evaluation": {"cutoffs": list(cutoffs)}, "training": training or {},
     })
     run = RunDirectory.create(config)
     run.update_env(split={"fingerprint": fingerprint}, **({"bench": {"dtypes": ["float32"]}} if bench else {}))
@@ -144,6 +145,23 @@ def test_seed_groups_give_mean_and_sd_by_hand(runs_dir, tmp_path):
     stat = json.loads(tested.stdout)["statistics"][0]
     mean_vector = sum(read_per_user(g)["NDCG@10"] for g in group) / 3
     assert stat["p_value"] == sst.ttest_rel(mean_vector, read_per_user(single)["NDCG@10"]).pvalue
+
+
+def test_columns_are_the_hyperparameters_each_row_uses(runs_dir, tmp_path):
+    ease = make_run(runs_dir, "ease", NOISE, l2=3.0)
+    dae = {"name": "dae", "hidden": [8]}
+    short = make_run(runs_dir, "dae-short", NOISE, model=dae, training={"epochs": 5, "batch_size": 64})
+    long = make_run(runs_dir, "dae-long", INFORMED, model=dae, training={"epochs": 7, "batch_size": 64})
+    out = invoke(ease, short, long, "--metrics", "NDCG@10", "--output", tmp_path / "h.csv", "--json")
+    assert out.exit_code == 0, out.stderr
+    rows = {r["run"]: r for r in json.loads(out.stdout)["rows"]}
+    hyper = [c for c in rows[ease.name] if c.startswith(("model.", "training."))]
+    # each model's own keys tell it from the other; the DAE's batch size is the same in both DAE rows
+    # and EASE, which does not train, has none: no column; epochs differ between the DAE rows
+    assert {"model.l2_norm", "model.hidden"} <= set(hyper)
+    assert [c for c in hyper if c.startswith("training.")] == ["training.epochs"]
+    assert [rows[r.name]["training.epochs"] for r in (ease, short, long)] == [None, 5, 7]
+    assert [rows[r.name]["model.l2_norm"] for r in (ease, short, long)] == [3.0, None, None]
 
 
 @pytest.mark.parametrize("change,message", [
