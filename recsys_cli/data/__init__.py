@@ -51,8 +51,15 @@ def resolve_data_dir(data_config) -> Path:
     return Path(data_config.data_dir).expanduser()
 
 
-def _load_cached(directory: Path, *, source_wanted: str | None) -> tuple[Dataset | None, str | None]:
+def _load_cached(directory: Path, *, source_wanted: str | None, local_zip: Path | None = None,
+                 expected_md5: str | None = None) -> tuple[Dataset | None, str | None]:
+    """The cache in ``directory`` if it holds what is asked for, else (None, why not).
+
+    Asked for: the same source (when one is given); the same bytes when that source is a local zip
+    (it may have been replaced since); a zip of ``expected_md5`` when verification is on (a cache built
+    with --no-verify from another zip is not the verified data set)."""
     from recsys_cli.data.cache import CacheInvalid, load_cache
+    from recsys_cli.data.download import file_md5
 
     if not directory.exists():
         return None, None
@@ -60,8 +67,17 @@ def _load_cached(directory: Path, *, source_wanted: str | None) -> tuple[Dataset
         dataset = load_cache(directory)
     except CacheInvalid as exc:
         return None, str(exc)
-    if source_wanted is not None and dataset.manifest.get("source", {}).get("location") != source_wanted:
-        return None, f"it was built from {dataset.manifest.get('source', {}).get('location')}, not {source_wanted}"
+    source = dataset.manifest.get("source", {})
+    if source_wanted is not None and source.get("location") != source_wanted:
+        return None, f"it was built from {source.get('location')}, not {source_wanted}"
+    built_from = source.get("md5")
+    if built_from and local_zip is not None and local_zip.is_file():
+        now = file_md5(local_zip)
+        if now != built_from:
+            return None, f"{local_zip} changed since it was built (MD5 {now}, then {built_from})"
+    if built_from and expected_md5 is not None and built_from != expected_md5:
+        return None, (f"it was built from a zip with MD5 {built_from}"
+                      f"{'' if source.get('verified') else ' (not verified)'}, not the expected {expected_md5}")
     return dataset, None
 
 
@@ -93,11 +109,14 @@ def prepare_dataset(name: str, data_dir: Path, *, source: str | None = None, md5
     else:
         spec = get_spec(name)
         directory = data_dir / name
-        wanted = None
+        wanted = local_zip = None
         if source is not None:
-            wanted = source if download.is_url(source) else str(Path(source).expanduser().resolve())
+            local_zip = None if download.is_url(source) else Path(source).expanduser().resolve()
+            wanted = source if local_zip is None else str(local_zip)
+        expected = (download.check_md5(md5) if md5 is not None else spec.md5) if verify else None
         with console.spinner(f"checking the processed cache {directory}"):
-            dataset, problem = (None, None) if force else _load_cached(directory, source_wanted=wanted)
+            dataset, problem = (None, None) if force else _load_cached(
+                directory, source_wanted=wanted, local_zip=local_zip, expected_md5=expected)
         if dataset is None:
             if problem:
                 console.warn(f"processed cache {directory} cannot be used ({problem}); rebuilding it from the zip")

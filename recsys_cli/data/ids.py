@@ -9,14 +9,16 @@ import numpy as np
 
 def cached_ids(data_config, split) -> tuple[np.ndarray, np.ndarray] | None:
     """``(user_ids, item_ids)`` of the data set ``split`` was made from (strings, one per row / column),
-    from ``ids.npz`` in its processed cache; None when the cache is gone, changed or of another shape.
+    from ``ids.npz`` in its processed cache; None when the cache is gone, changed, rebuilt from other
+    ratings than the split was made from, or of another shape.
 
     Reads only the id file (checked against the cache manifest's checksum), not the matrices.
     """
     from recsys_cli.data import resolve_data_dir
     from recsys_cli.data.cache import CacheInvalid, read_manifest, sha256_bytes
 
-    key = (getattr(split, "manifest", None) or {}).get("dataset_key")
+    split_manifest = getattr(split, "manifest", None) or {}
+    key = split_manifest.get("dataset_key")
     if not key:
         return None
     directory = resolve_data_dir(data_config) / key
@@ -25,6 +27,9 @@ def cached_ids(data_config, split) -> tuple[np.ndarray, np.ndarray] | None:
         blob = (directory / "ids.npz").read_bytes()
     except (CacheInvalid, OSError):
         return None
+    content = split_manifest.get("dataset_content_sha256")
+    if content and manifest.get("content_sha256") != content:
+        return None  # rebuilt from other ratings since the split: ids in another order (original_ids checks)
     if sha256_bytes(blob) != manifest["files"].get("ids.npz"):
         return None
     try:

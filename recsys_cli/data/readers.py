@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from recsys_cli import console
 from recsys_cli.data.dataset import Dataset
-from recsys_cli.data.registry import DatasetSpec
+from recsys_cli.data.registry import DATASETS, DatasetSpec
 from recsys_cli.data.tags import stem_series
 from recsys_cli.errors import DataError
 
@@ -73,6 +73,15 @@ def find_member(zf: zipfile.ZipFile, spec: DatasetSpec, basename: str, *, requir
     preferred = f"{spec.folder}/{basename}"
     if preferred in names:
         return preferred
+    # a repacked zip may use another folder, but never another release's: ml-25m/ratings.csv is not
+    # MovieLens-32M's, and releases without a pinned checksum (32M, latest-small) have only this check
+    releases = {s.folder: s.name for s in DATASETS.values() if s.folder != spec.folder}
+    foreign = [n for n in names if any(part in releases for part in n.split("/")[:-1])]
+    if names and len(foreign) == len(names):
+        folder = next(part for part in foreign[0].split("/")[:-1] if part in releases)
+        raise DataError(f"{zf.filename} holds {foreign[0]}: {folder}/ is {releases[folder]}'s folder, not {spec.name}'s "
+                        f"({spec.folder}/)", hint=f"pass the {spec.name} zip, or ask for {releases[folder]} instead")
+    names = [n for n in names if n not in foreign]
     if names:
         return min(names, key=lambda n: (n.count("/"), n))
     if required:

@@ -189,10 +189,16 @@ def split_params(split_cfg, *, import_digest: str | None = None) -> dict[str, An
     return {"protocol": p, "import_dir": str(Path(split_cfg.import_dir).resolve()), "content": import_digest}
 
 
+def _fraction(x: float) -> str:
+    """0.2 → "0.2", 0 → "0"; exact, so that two fractions never share a folder (0.2000004 is not 0.2)."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
+
+
 def directory_name(dataset_key: str, params: dict[str, Any], seed: int) -> str:
     p = params["protocol"]
     if p in ("holdout", "temporal"):
-        tag = f"test{params['test_fraction']:g}-val{params['val_fraction']:g}"
+        tag = f"test{_fraction(params['test_fraction'])}-val{_fraction(params['val_fraction'])}"
         if params.get("course_compatible"):
             tag += "-course"
     elif p == "leave-k-out":
