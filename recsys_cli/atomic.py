@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -65,9 +66,23 @@ def write_text(target: str | os.PathLike[str], text: str) -> None:
     write_bytes(target, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN or ±inf float as None and NumPy scalars as Python ones: standard JSON
+    has no NaN or Infinity, and strict parsers (jq, JavaScript, ``parse_constant``) reject them."""
+    if isinstance(obj, Mapping):
+        return {key: json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(value) for value in obj]
+    if hasattr(obj, "item") and getattr(obj, "shape", None) == ():  # NumPy and torch scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def json_text(obj: Any) -> str:
-    """The text :func:`write_json` writes."""
-    return json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
+    """The text :func:`write_json` writes: indented, strict JSON (non-finite numbers become null)."""
+    return json.dumps(json_safe(obj), indent=2, sort_keys=False, default=str, allow_nan=False) + "\n"
 
 
 def write_json(target: str | os.PathLike[str], obj: Any) -> None:

@@ -202,11 +202,11 @@ def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int
     run = RunDirectory.open(run_dir)
     config = run.config(overrides)
     beside = list(overrides) if overrides else None
-    if cutoffs and not overrides:
+    if not overrides:  # with or without new cutoffs, the table keeps every cutoff it has
         from recsys_cli.evaluation.report import metrics_stem, table_cutoffs
 
         existing = table_cutoffs(run.path / f"{metrics_stem(split or config.evaluation.split)}.csv")
-        cutoffs = sorted(set(cutoffs) | set(existing))
+        cutoffs = sorted(set(cutoffs or config.evaluation.cutoffs) | set(existing))
     from recsys_cli.tasks.recommendation import evaluate_model
 
     # keep the original run's phases (fit, split, ...) in timing.json; only "evaluate" is replaced

@@ -109,6 +109,14 @@ def _fingerprint(run_dir: Path) -> str:
         return ""
 
 
+def _metrics_file(run_dir: Path, config: Config) -> Path:
+    """The member's table: metrics-val.csv for a run evaluated on the validation split."""
+    from recsys_cli.evaluation.report import metrics_stem
+
+    table = run_dir / f"{metrics_stem(config.evaluation.split)}.csv"
+    return table if table.exists() else run_dir / "metrics.csv"  # a classifier writes metrics.csv only
+
+
 def run_seeds(config: Config, seeds: list[int], *, split: SplitMode = "vary", hooks: list | None = None) -> SeedGroup:
     """``experiment.run`` once per seed, then the group summary (written and returned).
 
@@ -136,7 +144,7 @@ def run_seeds(config: Config, seeds: list[int], *, split: SplitMode = "vary", ho
         run_dir = Path(result.run_dir)
         rows.append({"seed": seed, "run_dir": str(run_dir), "status": result.status,
                      "split_fingerprint": _fingerprint(run_dir), "error": ""})
-        frames.append(pd.read_csv(run_dir / "metrics.csv"))
+        frames.append(pd.read_csv(_metrics_file(run_dir, member)))
         _link(group_path / f"seed-{seed}", run_dir)
     members = pd.DataFrame(rows, columns=["seed", "run_dir", "status", "split_fingerprint", "error"])
     summary = summarize(frames) if frames else pd.DataFrame()

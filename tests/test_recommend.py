@@ -120,6 +120,16 @@ def test_save_recommendations_during_run_and_the_users_file(tmp_path):
     pd.testing.assert_frame_equal(got[["user_index", "item_index", "rank"]],
                                   expected[["user_index", "item_index", "rank"]], check_dtype=False)
     np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-6)
+    # recommend's own CSV (a quoted header) and a spreadsheet's export (a byte-order mark, quoted ids)
+    # are users files too
+    assert out.read_text().startswith('"user_id"')
+    again = runner.invoke(app, ["recommend", run_dir, "--k", "2", "--users", str(out), "--output", str(tmp_path / "a.csv")])
+    assert again.exit_code == 0, again.stderr
+    assert read_table(tmp_path / "a.csv")["user_id"].drop_duplicates().tolist() == [17, 3]
+    users.write_bytes('\ufeffuserId,note\n"3","a, b"\n17,c\n'.encode("utf-8"))
+    again = runner.invoke(app, ["recommend", run_dir, "--k", "2", "--users", str(users), "--output", str(tmp_path / "b.csv")])
+    assert again.exit_code == 0, again.stderr
+    assert read_table(tmp_path / "b.csv")["user_id"].drop_duplicates().tolist() == [3, 17]
 
     users.write_text("3\n999999\n")
     bad = runner.invoke(app, ["recommend", run_dir, "--users", str(users)])

@@ -37,6 +37,10 @@ def test_other_cutoffs_are_added_to_the_training_time_table(fixed_runs):  # noqa
     assert sorted(after) == [1, 2, 3] and after[1] == before[1] and after[3] == before[3]
     assert "| metric | @1 | @2 | @3 |" in (run / "metrics.md").read_text()
     assert not (run / "evaluations").exists()
+    # a plain evaluate afterwards keeps the added cutoff (its rows come out the same)
+    assert runner.invoke(app, ["evaluate", str(run)]).exit_code == 0
+    assert lines_by_cutoff(run / "metrics.csv") == after
+    assert sorted(pd.read_parquet(run / "per-user.parquet").filter(like="NDCG").columns) == ["NDCG@1", "NDCG@2", "NDCG@3"]
 
 
 def test_set_overrides_are_recorded_and_kept_apart(fixed_runs):  # noqa: F811

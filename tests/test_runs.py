@@ -42,6 +42,20 @@ def test_atomic_write_replaces_whole_or_nothing(tmp_path):
     assert target.read_text() == "new"
 
 
+def test_json_output_is_strict_json(tmp_path):
+    import numpy as np
+
+    obj = {"inf": float("inf"), "rows": [np.float32("nan"), -np.inf, 1.5, np.int64(3)], "nested": {"t": torch.tensor(2.0)}}
+    text = atomic.json_text(obj)
+
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    assert json.loads(text, parse_constant=refuse) == {"inf": None, "rows": [None, None, 1.5, 3], "nested": {"t": 2.0}}
+    atomic.write_json(tmp_path / "x.json", obj)
+    assert (tmp_path / "x.json").read_text() == text
+
+
 def test_tidy_metrics_are_replaced_as_a_set_or_not_at_all(tmp_path, monkeypatch):
     from recsys_cli import rundir
 

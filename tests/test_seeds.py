@@ -100,6 +100,20 @@ def test_run_seeds_writes_the_group_summary(mode, runs_dir):
     assert f"| 10 | NDCG | 3 | {values.mean():.6f} |" in (group / "summary.md").read_text()
 
 
+def test_a_group_evaluated_on_the_validation_split_summarises_its_tables(runs_dir):
+    args = ["run", str(CONFIGS / "toppop.yaml"), *[x for s in SMALL for x in ("--set", s)],
+            "--set", "evaluation.split=val", "--seeds", "0,1", "--json", "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    group = Path(json.loads(result.stdout)["group_dir"])
+    members = pd.read_csv(group / "members.csv")
+    values = [pd.read_csv(Path(d) / "metrics-val.csv").query("cutoff == 10 and metric == 'NDCG'")["value"].iloc[0]
+              for d in members["run_dir"]]
+    assert not any((Path(d) / "metrics.csv").exists() for d in members["run_dir"])
+    summary = pd.read_csv(group / "summary.csv").query("cutoff == 10 and metric == 'NDCG'").iloc[0]
+    assert summary["n"] == 2 and summary["mean"] == pytest.approx(np.mean(values))
+
+
 def test_bad_input_stops_the_group_without_leaving_a_folder(runs_dir):
     args = ["run", str(CONFIGS / "ease.yaml"), "--set", "data.dataset=movielens-100k",
             "--set", f"data.source={runs_dir.parent / 'missing.zip'}", "--seeds", "0,1,2"]

@@ -79,6 +79,19 @@ def test_bad_test_name_and_empty_vectors():
     assert math.isnan(paired_test(np.array([]), np.array([])).p_value)
 
 
+@pytest.mark.parametrize("test", TESTS)
+def test_one_pair_gives_no_effect_size_and_never_crashes(test):
+    one = paired_test(np.array([0.5]), np.array([0.2]), test)
+    assert one.n == 1 and one.mean_diff == pytest.approx(0.3)
+    assert math.isnan(one.effect_size) and math.isnan(one.ci_low) and math.isnan(one.ci_high)
+    if test == "wilcoxon":
+        assert one.p_value == sst.wilcoxon([0.5], [0.2]).pvalue
+    else:  # a t-test of one pair and a bootstrap of one value have no p-value
+        assert math.isnan(one.p_value)
+    # equal non-zero differences: no spread, an infinite standardised effect in the difference's direction
+    assert paired_test(np.array([1.0, 2.0]), np.array([0.5, 1.5]), test).effect_size == math.inf
+
+
 def test_group_summary_of_three_runs_by_hand():
     s = summarize([0.30, 0.32, 0.34])
     assert s.n == 3 and s.mean == pytest.approx(0.32) and s.sd == pytest.approx(0.02)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import os
 import signal
 import sys
@@ -17,7 +16,7 @@ from typing import Any, TypeVar
 import typer
 from rich.markup import escape
 
-from recsys_cli import console
+from recsys_cli import atomic, console
 from recsys_cli.config import Config, load_config
 from recsys_cli.errors import RecsysError, Terminated, disk_full
 
@@ -123,7 +122,7 @@ def load(config: Path, overrides: list[str]) -> Config:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.write(atomic.json_text(obj))
     sys.stdout.flush()
 
 

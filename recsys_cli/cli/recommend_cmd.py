@@ -16,7 +16,8 @@ def recommend(
                                    metavar="RUN_DIR"),
     k: int = typer.Option(100, "--k", min=1, help="Length of each list."),
     users: str = typer.Option("all", "--users",
-                              help="all, or a file of original user ids (one a line; a first line user_id is a header)."),
+                              help="all, or a file of original user ids: one a line, or a CSV whose first column is the id "
+                                   "(a recommendations CSV works; a first line user_id or userId is a header)."),
     output: Path | None = typer.Option(None, "--output", "-o",
                                        help="File to write, .parquet or .csv (default: RUN_DIR/recommendations.parquet)."),
     include_seen: bool = typer.Option(False, "--include-seen", help="Keep each user's training items in the lists."),

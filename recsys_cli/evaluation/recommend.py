@@ -155,17 +155,24 @@ def read_table(path: str | Path):
 
 def users_from_file(path: str | Path, user_ids: np.ndarray) -> np.ndarray:
     """Matrix indices of the original user ids listed in ``path`` (one a line, or a CSV whose first
-    column is the id; a first line ``user_id`` is a header), in the file's order, each once."""
+    column is the id, quoted or not, such as a file ``recsys recommend`` wrote; a first line
+    ``user_id`` or ``userId`` is a header; a UTF-8 byte-order mark is skipped), in the file's order,
+    each once."""
+    import csv
+
     import pandas as pd
 
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise DataError(f"cannot read the users file {path}: {exc.strerror or exc}",
                         hint="pass a text file with one original user id a line, or --users all") from None
-    wanted = [line.split(",", 1)[0].strip() for line in lines]
-    if wanted and wanted[0].lower() == "user_id":
+    except UnicodeDecodeError:
+        raise DataError(f"the users file {path} is not UTF-8 text",
+                        hint="save it as UTF-8 (or plain ASCII) text, one original user id a line") from None
+    wanted = [row[0].strip() if row else "" for row in csv.reader(text.splitlines())]
+    if wanted and wanted[0].lower() in ("user_id", "userid"):
         wanted = wanted[1:]
     wanted = list(dict.fromkeys(w for w in wanted if w))
     if not wanted:

@@ -69,10 +69,13 @@ def paired_test(a: np.ndarray, b: np.ndarray, test: str = "wilcoxon", *, confide
     if not np.any(d):
         return PairedResult(n, 0.0, 0.0, 0.0, 1.0, 0.0)
     sd = float(d.std(ddof=1)) if n > 1 else math.nan
-    effect = mean / sd if sd > 0 else math.copysign(math.inf, mean)
+    # one pair has no spread: d_z is undefined (NaN); equal non-zero differences make it infinite
+    effect = mean / sd if sd > 0 else math.copysign(math.inf, mean) if sd == 0 else math.nan
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        if test == "bootstrap":
+        if test == "bootstrap" and n < 2:  # nothing to resample (SciPy refuses)
+            ci, p = None, math.nan
+        elif test == "bootstrap":
             rng = np.random.default_rng(seed)
             batch = max(1, min(n_resamples, 2**23 // max(n, 1)))  # bounds the resample matrix to ~64 MB
             res = stats.bootstrap((d,), np.mean, n_resamples=n_resamples, batch=batch, rng=rng,
