@@ -25,7 +25,7 @@ from recsys_cli.devices import (
 )
 from recsys_cli.errors import RecsysError
 from recsys_cli.models.registry import get_model_class
-from recsys_cli.rundir import RunDirectory
+from recsys_cli.rundir import RunDirectory, effective_status
 
 
 @dataclass
@@ -116,12 +116,16 @@ def _reopen_for_resume(config: Config, resume: str | Path, model_cls) -> tuple[R
     if not getattr(model_cls, "trainable", False) or model_cls.task != "recommendation":
         raise ConfigError(f"{model_cls.name} has no checkpoints to resume from",
                           hint="start a new run without --resume")
+    if effective_status(run) == "running":  # two processes would train into one folder
+        status = run.status()
+        raise ConfigError(f"{run.path} is still running (pid {status.get('pid')} on {status.get('host')})",
+                          hint="let it finish, or stop it (Ctrl-C) and resume then")
+    # checked before anything is touched: a refused resume leaves the run's status as it was
+    _, side = ckpt.load_checkpoint(run.path, "last")
     recorded = resolved_dict(run.config())
-    if ckpt.checkpoint_paths(run.path, "last")[0].is_file():
-        _, side = ckpt.load_checkpoint(run.path, "last")
-        for section in ("model", "training"):
-            if isinstance(side.get(section), dict):
-                recorded[section] = side[section]
+    for section in ("model", "training"):
+        if isinstance(side.get(section), dict):
+            recorded[section] = side[section]
     new = resolved_dict(config)
     allowed, refused = ckpt.resume_changes(recorded, new)
     if refused:

@@ -111,6 +111,24 @@ def run_label(config: Config) -> str:
     return "-".join(parts)
 
 
+def _folder_error(path: Path, exc: OSError) -> RecsysError:
+    from recsys_cli.errors import ConfigError
+
+    file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    reason = f"{file} is a file" if file is not None else exc.strerror or str(exc)
+    return disk_full(exc) or ConfigError(f"cannot create the folder {path}: {reason}",
+                                         hint="set experiment.runs_dir (or RECSYS_RUNS_DIR) to a writable folder")
+
+
+def make_runs_folder(runs_dir: Path) -> None:
+    """Create the runs folder (and its parents): a one-line error when a file is in the way or it is
+    not writable."""
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _folder_error(runs_dir, exc) from None
+
+
 class RunDirectory:
     """A run's folder and its lifecycle: ``running`` → ``succeeded`` | ``failed`` | ``interrupted``."""
 
@@ -124,7 +142,7 @@ class RunDirectory:
         runs_dir = Path(runs_dir or config.experiment.runs_dir)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         base = f"{stamp}-{run_label(config)}-{config_hash(config)}"
-        runs_dir.mkdir(parents=True, exist_ok=True)
+        make_runs_folder(runs_dir)
         for attempt in range(1000):
             name = base if attempt == 0 else f"{base}-{attempt + 1}"
             try:
@@ -132,6 +150,8 @@ class RunDirectory:
                 break
             except FileExistsError:
                 continue
+            except OSError as exc:
+                raise _folder_error(runs_dir / name, exc) from None
         else:  # pragma: no cover - a thousand runs of one config in one second
             raise RecsysError(f"could not create a unique run directory under {runs_dir}")
         run = cls(runs_dir / name)

@@ -42,6 +42,9 @@ def parse_seeds(text: str) -> list[int]:
         raise ConfigError("--seeds is empty", hint="e.g. --seeds 0,1,2,3,4")
     if len(set(values)) != len(values):
         raise ConfigError(f"--seeds {text!r} repeats a seed", hint="list each seed once")
+    bad = [v for v in values if not 0 <= v < 2**63]  # experiment.seed's range
+    if bad:
+        raise ConfigError(f"--seeds: {bad[0]} is out of range", hint="seeds are integers with 0 ≤ seed < 2^63")
     return values
 
 
@@ -88,7 +91,10 @@ class SeedGroup:
 
 
 def _group_dir(config: Config) -> Path:
+    from recsys_cli.rundir import make_runs_folder
+
     runs_dir = Path(config.experiment.runs_dir)
+    make_runs_folder(runs_dir)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     for attempt in range(1000):
         path = runs_dir / f"{stamp}-{config.experiment.name}-seeds{'' if attempt == 0 else f'-{attempt + 1}'}"

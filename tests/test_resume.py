@@ -92,3 +92,25 @@ def test_resume_with_more_epochs_extends_the_run(two_epoch_run):
     assert json.loads((two_epoch_run / "model" / "model.json").read_text())["epochs_trained"] == 3
     assert load_config(two_epoch_run / "config.yaml").training.epochs == 3
     assert "resuming with training.epochs changed: 2 → 3" in (two_epoch_run / "log.txt").read_text()
+
+
+def test_resume_refuses_a_run_that_is_still_running_or_has_no_checkpoint(two_epoch_run):
+    import shutil
+
+    from recsys_cli import experiment
+    from recsys_cli.config import load_config
+    from recsys_cli.errors import DataError
+    from recsys_cli.rundir import RunDirectory
+
+    run = RunDirectory.open(two_epoch_run)
+    config = load_config(CONFIGS / "dae.yaml", [*SYNTHETIC, "training.epochs=3"])
+    run.write_status("running")  # this very process: alive, so a second trainer must not join it
+    with pytest.raises(ConfigError, match=f"{two_epoch_run} is still running \\(pid \\d+ on "):
+        experiment.train(config, resume=two_epoch_run)
+    assert run.status()["status"] == "running"
+    # interrupted before its first epoch ended: nothing to resume, and the run is left as it was
+    run.write_status("interrupted")
+    shutil.rmtree(two_epoch_run / ckpt.CHECKPOINT_DIR)
+    with pytest.raises(DataError, match="no last checkpoint"):
+        experiment.train(config, resume=two_epoch_run)
+    assert run.status()["status"] == "interrupted"

@@ -42,6 +42,16 @@ def test_atomic_write_replaces_whole_or_nothing(tmp_path):
     assert target.read_text() == "new"
 
 
+def test_a_runs_folder_blocked_by_a_file_is_a_one_line_error(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("")
+    for runs_dir in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        monkeypatch.setenv("RECSYS_RUNS_DIR", str(runs_dir))
+        result = runner.invoke(app, ["run", str(CONFIGS / "toppop.yaml"), "--set", "data.dataset=synthetic"])
+        assert result.exit_code == 2, result.stderr
+        assert f"cannot create the folder {runs_dir}: {tmp_path / 'afile'} is a file" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_json_output_is_strict_json(tmp_path):
     import numpy as np
 

@@ -45,9 +45,13 @@ def test_summary_of_three_runs_by_hand():
 
 def test_seed_parsing_and_member_configs():
     assert parse_seeds("0, 1,2") == [0, 1, 2]
-    for bad in ("a,b", "", "1,1"):
+    for bad in ("a,b", "", "1,1", "-1", "0,99999999999999999999"):
         with pytest.raises(ConfigError):
             parse_seeds(bad)
+    assert parse_seeds(f"0,{2**63 - 1}") == [0, 2**63 - 1]
+    refused = runner.invoke(app, ["run", str(CONFIGS / "toppop.yaml"), *[x for s in SMALL for x in ("--set", s)],
+                                  "--seeds", "-1"])
+    assert refused.exit_code == 2 and "--seeds: -1 is out of range" in refused.stderr
     cfg = load_config(CONFIGS / "toppop.yaml", SMALL)
     vary, fixed = member_config(cfg, 7, "vary"), member_config(cfg, 7, "fixed")
     assert (vary.experiment.seed, split_seed(vary)) == (7, 7)

@@ -54,7 +54,8 @@ class SplitConfig(Section):
         False, description="holdout: the reference implementation's split exactly (legacy NumPy RNG, permutation applied twice)."
     )
     import_dir: Path | None = Field(None, description="import: folder with train.npz, test.npz and optional val.npz.")
-    seed: int | None = Field(None, description="Seed of the split (and of the synthetic data set); null: experiment.seed.")
+    seed: int | None = Field(None, ge=0, lt=2**63,
+                             description="Seed of the split (and of the synthetic data set); null: experiment.seed.")
 
 
 class SyntheticConfig(Section):
