@@ -95,6 +95,13 @@ def test_resolved_yaml_round_trips(tmp_path):
         ("experiment: {name: x}\n", [], ["missing required key 'model'"]),
         # a bad --set is reported the same way
         ("model: {name: mlp-iris}\n", ["training.epocs=3"], ["'training.epocs'", "did you mean 'epochs'"]),
+        # a recommender's data set and early-stopping metric are checked when the config loads, not mid-run
+        ("model: {name: ease}\ndata: {dataset: nope}\n", [], ["data.dataset: unknown data set 'nope'", "synthetic"]),
+        ("model: {name: dae}\ntraining: {early_stopping: {metric: NCDG}}\n", [],
+         ["bad value for 'training.early_stopping.metric': unknown metric 'NCDG'", "did you mean NDCG?"]),
+        # a check across sections says what it needs, with no pydantic prefix
+        ("model: {name: ease}\ndata: {split: {protocol: import}}\n", [],
+         [": data.split.import_dir is required when data.split.protocol is 'import'"]),
     ],
 )
 def test_config_errors_name_the_key_and_the_file(tmp_path, text, overrides, expected):
@@ -110,6 +117,7 @@ def test_config_errors_name_the_key_and_the_file(tmp_path, text, overrides, expe
     result = runner.invoke(app, ["config", "validate", str(path), *sum((["--set", o] for o in overrides), [])])
     assert result.exit_code == 2
     assert expected[0] in result.stderr
+    assert "Value error" not in message and "(top level)" not in message
 
 
 def test_missing_file_and_invalid_yaml_exit_2(tmp_path):
@@ -166,3 +174,9 @@ def test_readme_cli_reference_matches_the_commands():
     assert START in readme and END in readme, "README lacks the CLI reference markers"
     embedded = readme.split(START, 1)[1].split(END, 1)[0].strip()
     assert embedded == reference().strip(), "README CLI reference is stale: run python -m recsys_cli.cli.reference --write"
+
+
+def test_metric_names_are_canonical_and_the_iris_check_keeps_its_data_name(tmp_path):
+    dae = load_config(write(tmp_path, "model: {name: dae}\ntraining: {early_stopping: {metric: ndcg}}\n"), env={})
+    assert dae.training.early_stopping.metric == "NDCG"
+    assert load_config(CONFIGS / "mlp-iris.yaml", env={}).data.dataset == "iris"

@@ -273,7 +273,9 @@ def _format_error(err: Mapping[str, Any], data: dict[str, Any], origin: str) -> 
         hint = f"; did you mean '{close[0]}'?" if close else ""
         where = ".".join(str(p) for p in loc[:-1]) or "the top level"
         return f"{origin}: unknown key '{key}'{hint} (allowed in {where}: {', '.join(allowed)})"
-    msg = err.get("msg", "invalid value")
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")  # pydantic's prefix on our checks
+    if not loc and kind == "value_error":  # a check across sections names its keys itself
+        return f"{origin}: {msg}"
     if kind == "missing":
         return f"{origin}: missing required key '{key}'"
     if kind == "literal_error":

@@ -80,6 +80,17 @@ class DataConfig(Section):
 class EarlyStoppingConfig(Section):
     enabled: bool = Field(True, description="Stop when the validation metric stops improving.")
     metric: str = Field("NDCG", description="Validation metric column (any of the 27 evaluator columns).")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        from recsys_cli.errors import ConfigError
+        from recsys_cli.evaluation.report import metric_name
+
+        try:
+            return metric_name(value)
+        except ConfigError as exc:
+            raise ValueError(exc.one_line()) from None
     cutoff: int = Field(10, ge=1, description="Cutoff of the validation metric.")
     patience: int = Field(5, ge=1, description="Evaluations without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest increase that counts as an improvement.")
@@ -190,6 +201,13 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _check_cross_section(self) -> Config:
+        from recsys_cli.models.registry import get_model_class
+
+        if get_model_class(self.model.name).task == "recommendation":  # the Iris check names its own data
+            from recsys_cli.data.registry import KNOWN_NAMES, unknown_name_error
+
+            if self.data.dataset not in KNOWN_NAMES:
+                raise ValueError(f"data.dataset: {unknown_name_error(self.data.dataset).one_line()}")
         if self.data.split.protocol == "import" and self.data.split.import_dir is None:
             raise ValueError("data.split.import_dir is required when data.split.protocol is 'import'")
         if self.search.space:
