@@ -180,3 +180,16 @@ def test_metric_names_are_canonical_and_the_iris_check_keeps_its_data_name(tmp_p
     dae = load_config(write(tmp_path, "model: {name: dae}\ntraining: {early_stopping: {metric: ndcg}}\n"), env={})
     assert dae.training.early_stopping.metric == "NDCG"
     assert load_config(CONFIGS / "mlp-iris.yaml", env={}).data.dataset == "iris"
+
+
+def test_set_values_take_the_type_of_their_key():
+    dae = load_config(CONFIGS / "dae.yaml", ["evaluation.cutoffs=20", "run.plot_formats=pdf", "model.hidden=100",
+                                             "experiment.name=2024", "data.md5=" + "1" * 32, "evaluation.ignore_items=3"],
+                      env={})
+    assert dae.evaluation.cutoffs == [20] and dae.run.plot_formats == ["pdf"] and dae.model.hidden == [100]
+    assert dae.experiment.name == "2024" and dae.data.md5 == "1" * 32 and dae.evaluation.ignore_items == [3]
+    assert load_config(CONFIGS / "dae.yaml", ["evaluation.cutoffs=5,10"], env={}).evaluation.cutoffs == [5, 10]
+    assert load_config(CONFIGS / "ease.yaml", ["model.implicit=yes"], env={}).model.implicit is True
+    for number in ("training.epochs=true", "model.l2_norm=false"):
+        with pytest.raises(ConfigError, match=f"bad value for '{number.split('=')[0]}'"):
+            load_config(CONFIGS / ("dae.yaml" if "epochs" in number else "ease.yaml"), [number], env={})

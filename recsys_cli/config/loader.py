@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import UnionType
 from typing import Any
 
 import yaml
@@ -216,23 +217,50 @@ def apply_overrides(
             _set_path(data, list(path), env[var], origin=f"environment variable {var}")
     for text in overrides:
         path, value = parse_override(text)
-        if isinstance(value, str) and "," in value and _is_list_key(path, data):
-            # --set evaluation.cutoffs=5,10 means the list [5, 10] (no brackets for shells to mangle)
-            value = [parse_override(f"x={part}")[1] for part in value.split(",") if part.strip()]
+        value = _typed_for_key(path, value, text.partition("=")[2].strip(), data)
         _set_path(data, path, value, origin=f"--set {text}")
     return data
 
 
-def _is_list_key(path: list[str], data: dict[str, Any]) -> bool:
+def _typed_for_key(path: list[str], value: Any, raw: str, data: dict[str, Any]) -> Any:
+    """A --set value as the key's type wants it: YAML guesses a type from the text alone.
+
+    A list key takes ``5,10`` or a single ``20`` as a list; a text key keeps ``2024`` or ``yes`` as
+    text; a number key does not take ``true`` as 1 (the raw text is left for the schema to refuse)."""
+    kinds = _field_kinds(path, data)
+    if list in kinds and value is not None and type(value) not in kinds:
+        if isinstance(value, str) and "," in value:
+            # --set evaluation.cutoffs=5,10 means the list [5, 10] (no brackets for shells to mangle)
+            return [parse_override(f"x={part}")[1] for part in value.split(",") if part.strip()]
+        return [value]
+    textual = kinds & {str, Path}
+    if textual and value is not None and not isinstance(value, str) and not (kinds & {int, float, bool, list}):
+        return raw
+    if isinstance(value, bool) and kinds and bool not in kinds:
+        return raw
+    return value
+
+
+def _field_kinds(path: list[str], data: dict[str, Any]) -> set[type]:
+    """The plain types a config key accepts (list for any list, None left out); empty when unknown."""
     import typing
 
     parent = _schema_at(tuple(path[:-1]), data)
     field = parent.model_fields.get(path[-1]) if parent is not None else None
     if field is None:
-        return False
+        return set()
     annotation = field.annotation
-    options = typing.get_args(annotation) if typing.get_origin(annotation) is not list else (annotation,)
-    return any(typing.get_origin(a) is list for a in (annotation, *options))
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, UnionType) else (annotation,)
+    kinds = set()
+    for option in options:
+        origin = typing.get_origin(option)
+        if origin is list:
+            kinds.add(list)
+        elif origin is typing.Literal:
+            kinds.update(type(choice) for choice in typing.get_args(option))
+        elif isinstance(option, type) and option is not type(None):
+            kinds.add(option)
+    return kinds
 
 
 def _schema_at(loc: tuple[Any, ...], data: dict[str, Any]) -> type[BaseModel] | None:
