@@ -203,6 +203,7 @@ def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int
     The training-time table is never lost: ``cutoffs`` are added to it (the model and split are the
     same, so its rows come out the same), and a re-evaluation with ``overrides`` goes beside it, to
     ``evaluations/`` (see :func:`recsys_cli.evaluation.report.write_metrics`)."""
+    _check_reevaluation_keys(overrides or [])
     run = RunDirectory.open(run_dir)
     config = run.config(overrides)
     beside = list(overrides) if overrides else None
@@ -231,6 +232,22 @@ def evaluate(run_dir: str | Path, *, split: str | None = None, cutoffs: list[int
                                 overrides=beside)
         run.write_timing()
     return RunResult(run.path, "succeeded", result)
+
+
+# what a re-evaluation of a saved model can change: how it is evaluated, where, and where the data lives
+REEVALUATION_KEYS = ("evaluation.", "device.", "data.data_dir", "data.source", "data.md5", "data.verify")
+
+
+def _check_reevaluation_keys(overrides: list[str]) -> None:
+    from recsys_cli.config.loader import parse_override
+    from recsys_cli.errors import ConfigError
+
+    for text in overrides:
+        key = ".".join(parse_override(text)[0])
+        if not any(key == k or key.startswith(k) for k in REEVALUATION_KEYS):
+            raise ConfigError(f"--set {key} cannot apply to a re-evaluation: the model is saved and its split fixed",
+                              hint="evaluate --set takes evaluation.* and device.* keys (and data.data_dir, "
+                                   f"data.source); train a new run to change {key}")
 
 
 def _load_model(model_cls, directory: Path, **kwargs):

@@ -67,3 +67,17 @@ def test_an_assert_at_another_cutoff_keeps_the_table(fixed_runs):  # noqa: F811
     assert result.exit_code == 0, result.stderr
     after = lines_by_cutoff(run / "metrics.csv")
     assert sorted(after) == [1, 2, 3] and after[1] == before[1] and after[3] == before[3]
+
+
+def test_set_of_keys_a_saved_model_cannot_take_is_refused(fixed_runs):  # noqa: F811
+    run = fixed_runs()
+    before = originals(run)
+    for key in ("model.l2_norm=5", "data.split.test_fraction=0.5", "experiment.seed=7", "training.epochs=3"):
+        result = runner.invoke(app, ["evaluate", str(run), "--set", key])
+        assert result.exit_code == 2, key
+        assert f"--set {key.split('=')[0]} cannot apply to a re-evaluation" in result.stderr
+    assert not (run / "evaluations").exists()
+    assert {name: (run / name).read_bytes() for name in NAMES} == before
+    # where the data lives and how to evaluate may change
+    assert runner.invoke(app, ["evaluate", str(run), "--set", "device.threads=1", "--set",
+                               "evaluation.min_ratings_per_user=2"]).exit_code == 0

@@ -66,7 +66,8 @@ def evaluate(
     directory (metrics-val.* for --split val) and prints the key columns; docs/metrics.md defines
     all 27 columns. --cutoffs adds cutoffs to that table (its other rows stay); with --set the
     files go beside it, to RUN_DIR/evaluations/metrics-<split>-k<cutoffs>-set-<hash>.*, recording
-    the overrides.
+    the overrides. --set takes evaluation.* and device.* keys (and data.data_dir, data.source):
+    the model is saved and its split fixed, so other keys are refused.
 
     Example: recsys evaluate runs/latest --cutoffs 5,10,20 --assert "NDCG@10>=0.25"
     """
