@@ -54,9 +54,12 @@ def test_shell_completion_is_offered():
 
 
 def test_models_prints_on_stdout_with_type_names():
-    plain = runner.invoke(app, ["models"])
+    plain = runner.invoke(app, ["models"], terminal_width=80)
     assert plain.exit_code == 0
     assert "ease: l2_norm=1000.0" in plain.stdout and plain.stderr == ""
+    # one line per model, however narrow the terminal: `recsys models | grep '^ials'` sees all of it
+    ials = next(line for line in plain.stdout.splitlines() if line.startswith("ials:"))
+    assert "reg=" in ials and "solver=" in ials
     listing = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
     assert listing["ease"]["l2_norm"]["type"] == "float"
     assert listing["ease"]["topk"]["type"] == "int or null"

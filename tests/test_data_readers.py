@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -152,7 +154,11 @@ def test_info_prints_cached_statistics(tmp_path, data_dir, capsys):
                     statistics=False)
     result = runner.invoke(app, ["info", "--dataset", "movielens-10m"])
     assert result.exit_code == 0, result.stderr
-    assert "DataReader: current dataset is: Movielens10M" in result.stderr
+    assert "DataReader: current dataset is: Movielens10M" in result.stdout  # info's results go to stdout
+    as_json = runner.invoke(app, ["info", "--dataset", "movielens-10m", "--json"])
+    assert "Number of items" in json.loads(as_json.stdout)["statistics"][0]
+    unknown = runner.invoke(app, ["info", "--dataset", "nope"])
+    assert unknown.exit_code == 2 and unknown.stdout == "" and "unknown data set 'nope'" in unknown.stderr
 
 
 @pytest.fixture(scope="module")

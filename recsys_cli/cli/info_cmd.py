@@ -73,6 +73,12 @@ def info(
     facts = system_info()
     if data_dir is not None:
         facts["directories"]["data_dir"] = str(data_dir.resolve())
+    statistics: list[str] = []
+    if dataset is not None:  # a bad name or a missing cache fails before anything is printed
+        from recsys_cli.data import cached_statistics
+
+        statistics = cached_statistics(dataset, Path(facts["directories"]["data_dir"]))
+        facts["statistics"] = statistics
     if as_json:
         print_json(facts)
     else:
@@ -88,10 +94,8 @@ def info(
         table.add_row("runs dir", facts["directories"]["runs_dir"])
         table.add_row("runs", ", ".join(f"{n} {state}" for state, n in facts["runs"].items()) or "none")
         Console(highlight=False).print(table)
-    if dataset is not None:
-        from recsys_cli.data import print_cached_statistics
-
-        print_cached_statistics(dataset, Path(facts["directories"]["data_dir"]))
+        for text in statistics:
+            print(text)
 
 
 @handle_errors
@@ -114,7 +118,7 @@ def models(as_json: bool = JsonOption) -> None:
     if as_json:
         print_json(listing)
         return
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)  # one line per model, whatever the width: grep-able
     for name, params in listing.items():
         keys = ", ".join(f"{k}={v['default']!r}" for k, v in params.items())
         out.print(f"[bold]{name}[/bold]: {escape(keys)}")

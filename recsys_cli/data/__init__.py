@@ -5,7 +5,7 @@ Public API (used by the pipelines and the CLI):
 - :func:`load_dataset` (config.data → :class:`Dataset`, downloading and caching as needed)
 - :func:`get_split` (dataset + config.data + seed → :class:`Split`, reusing an identical saved split)
 - :func:`load_split_for_run` (a run directory → the split it was trained on, fingerprint checked)
-- :func:`print_cached_statistics` (``recsys info --dataset NAME``)
+- :func:`cached_statistics` / :func:`print_cached_statistics` (``recsys info --dataset NAME``)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from recsys_cli.data.dataset import Dataset, Split
 
 __all__ = ["Dataset", "Split", "KNOWN_NAMES", "load_dataset", "get_split", "load_split_for_run",
-           "print_cached_statistics", "resolve_data_dir", "prepare_dataset", "split_seed", "original_ids"]
+           "print_cached_statistics", "cached_statistics", "resolve_data_dir", "prepare_dataset", "split_seed", "original_ids"]
 
 
 def split_seed(config) -> int:
@@ -212,7 +212,16 @@ def original_ids(config, split: Split, dataset: Dataset | None = None) -> tuple[
 
 
 def print_cached_statistics(name: str, data_dir: Path) -> None:
-    """Print the statistics block of a cached data set (``recsys info --dataset NAME``)."""
+    """Print the statistics block of a cached data set on stdout (``recsys info --dataset NAME``)."""
+    import sys
+
+    for text in cached_statistics(name, data_dir):
+        sys.stdout.write(text + "\n")
+
+
+def cached_statistics(name: str, data_dir: Path) -> list[str]:
+    """The statistics block of each cache of data set ``name`` (every synthetic one for ``synthetic``);
+    a one-line DataError when there is none or it fails its check."""
     from recsys_cli.data import stats
     from recsys_cli.data.cache import CacheInvalid, load_cache
 
@@ -228,10 +237,12 @@ def print_cached_statistics(name: str, data_dir: Path) -> None:
     if not directories:
         raise DataError(f"{name} is not cached in {data_dir}",
                         hint=f"run recsys download {name if name in DATASETS else 'NAME'} first (or pass --data-dir)")
+    texts = []
     for directory in directories:
         try:
             dataset = load_cache(directory)
         except CacheInvalid as exc:
             raise DataError(f"the cache at {directory} fails its check ({exc})",
                             hint=f"run recsys download {name} --force to rebuild it") from None
-        stats.print_statistics(dataset)
+        texts.append(stats.statistics_text(dataset))
+    return texts
