@@ -12,15 +12,26 @@ ACTIVATION_COPIES = 3  # a layer's output, its gradient, and a low-precision cop
 BYTES_PER_NEGATIVE = 24  # the sampler's int64 draws and membership test, and the int32 epoch copy
 
 
-def gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
+def format_bytes(n: float) -> str:
+    if n >= 2**30:
+        return f"{n / 2**30:.2f} GiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MiB"
+    return f"{n / 2**10:.1f} KiB"
+
+
+def budget_gb_for(need: float) -> str:
+    """The smallest device.memory_budget_gb (2 decimals, rounded up) that holds ``need`` bytes."""
+    import math
+
+    return f"{max(0.01, math.ceil(need / 2**30 * 100) / 100):.2f}"
 
 
 def require(what: str, need: int, budget: int, *, detail: str, hint: str) -> None:
     """ResourceError naming the estimate and the budget when ``need`` exceeds ``budget``."""
     if need > budget:
-        raise ResourceError(f"{what} needs about {gib(need)} ({detail}), more than the memory budget of {gib(budget)}",
-                            hint=hint)
+        raise ResourceError(f"{what} needs about {format_bytes(need)} ({detail}), more than the memory budget of "
+                            f"{format_bytes(budget)}", hint=hint)
 
 
 def trainable_plan(model: Any, train: Any, batch_size: int) -> tuple[int, str]:
@@ -40,10 +51,13 @@ def trainable_plan(model: Any, train: Any, batch_size: int) -> tuple[int, str]:
                             hint="lower the model's layer sizes") from None
     element = torch.empty((), dtype=probe.param_dtype).element_size()
     params, widths = _sizes([probe])
+    # tensors the model keeps outside the optimizer (iALS's factors): held once, in their own dtype
+    buffer_bytes = sum(b.numel() * b.element_size() for b in probe.buffers())
     negatives = int(getattr(model.config, "num_negatives", 1)) * int(train.nnz)
     need = ADAM_COPIES * params * element + ACTIVATION_COPIES * batch_size * widths * element \
-        + BYTES_PER_NEGATIVE * negatives
-    return need, f"{params:,} parameters, batches of {batch_size:,}, {negatives:,} negatives per epoch"
+        + BYTES_PER_NEGATIVE * negatives + buffer_bytes
+    held = f"{params:,} parameters" + (f" and {format_bytes(buffer_bytes)} of factors" if buffer_bytes else "")
+    return need, f"{held}, batches of {batch_size:,}, {negatives:,} negatives per epoch"
 
 
 def _sizes(modules: list[Any]) -> tuple[int, int]:
@@ -71,7 +85,8 @@ def check_constructed(model_cls: Any, config: Any, dtype: Any, batch_size: int, 
     element = torch.empty((), dtype=dtype).element_size()
     need = ADAM_COPIES * params * element + ACTIVATION_COPIES * batch_size * widths * element
     require(model_cls.name, need, budget, detail=f"{params:,} parameters, batches of {batch_size:,}",
-            hint="use smaller layers (model.hidden), or raise device.memory_budget_gb if the memory is free")
+            hint=f"use smaller layers (model.hidden), or set device.memory_budget_gb to at least {budget_gb_for(need)} "
+                 "if the memory is free")
 
 
 def check_trainable(model: Any, train: Any, batch_size: int, budget: int | None) -> None:
@@ -84,6 +99,9 @@ def check_trainable(model: Any, train: Any, batch_size: int, budget: int | None)
     if budget is None or not isinstance(model, TrainableRecommender):
         return
     need, detail = trainable_plan(model, train, batch_size)
+    sizes = [f"model.{k}" for k in ("hidden", "layers", "dim", "num_factors", "num_negatives")
+             if k in type(model.config).model_fields]
+    smaller = f"lower {' / '.join(sizes)} or " if sizes else ""
     require(model.name, need, budget, detail=detail,
-            hint="use smaller layers (model.hidden / model.layers / model.dim), fewer model.num_negatives or a "
-                 "smaller training.batch_size, or raise device.memory_budget_gb if the memory is free")
+            hint=f"{smaller}use a smaller training.batch_size, or set device.memory_budget_gb to at least "
+                 f"{budget_gb_for(need)} if the memory is free")

@@ -39,15 +39,23 @@ def test_the_plan_of_a_dae_is_its_parameters_activations_and_negatives():
     ("dae.yaml", ["model.hidden=[1000000000,4]"]),
     ("lightgcn.yaml", ["model.dim=1000000000"]),
     ("dae.yaml", ["device.memory_budget_gb=0.000001", "model.hidden=[8,4]"]),
+    ("ials.yaml", ["device.memory_budget_gb=0.0000001"]),
 ])
 def test_a_model_too_large_for_the_budget_exits_2_with_the_estimate(runs_dir, config, overrides):
+    import re
+
     args = ["train", str(CONFIGS / config), *SMALL]
     for override in overrides:
         args += ["--set", override]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert "needs about" in line and "GiB" in line and "bug" not in line, line
+    assert re.search(r"needs about [\d.]+ [GMK]iB", line) and "bug" not in line, line
+    assert " 0.00 " not in line  # a tiny budget is shown in KiB, and the suggested budget is never 0
+    if "memory_budget_gb" in overrides[0]:
+        assert re.search(r"set device.memory_budget_gb to at least 0\.0[1-9]", line), line
+    if config == "ials.yaml":  # its factors are buffers, and its size is num_factors, not layers
+        assert "of factors" in line and "model.num_factors" in line and "model.hidden" not in line, line
     (run,) = run_dirs(runs_dir)
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
 

@@ -13,8 +13,8 @@ from pydantic import Field
 
 from recsys_cli.config.schema import ModelConfig
 from recsys_cli.errors import ConfigError
+from recsys_cli.memory import format_bytes
 from recsys_cli.models._item_item import ItemItemRecommender
-from recsys_cli.models._memory import format_bytes
 from recsys_cli.models._similarity import (
     Similarity,
     column_similarity,

@@ -10,16 +10,9 @@ import torch
 from recsys_cli import console
 from recsys_cli.devices import available_memory_bytes
 from recsys_cli.errors import ResourceError
+from recsys_cli.memory import budget_gb_for, format_bytes
 from recsys_cli.models._tiles import ColumnTiles, Matrix, is_sparse, matrix_bytes
 from recsys_cli.models.base import FitContext
-
-
-def format_bytes(n: float) -> str:
-    if n >= 2**30:
-        return f"{n / 2**30:.2f} GiB"
-    if n >= 2**20:
-        return f"{n / 2**20:.1f} MiB"
-    return f"{n / 2**10:.1f} KiB"
 
 
 def plan_fit_device(model: str, ctx: FitContext, estimate: Callable[[torch.device], tuple[int, str]]) -> torch.device:
@@ -48,7 +41,7 @@ def plan_fit_device(model: str, ctx: FitContext, estimate: Callable[[torch.devic
     raise ResourceError(
         f"{model} needs about {format_bytes(need)} on {device} ({formula}) but the memory budget is "
         f"{format_bytes(budget)}",
-        hint=f"set device.memory_budget_gb to at least {need / 2**30:.2f} if the memory is free, or run on a "
+        hint=f"set device.memory_budget_gb to at least {budget_gb_for(need)} if the memory is free, or run on a "
         "machine with more memory, or keep fewer items (the need grows with items²)",
     )
 

@@ -13,8 +13,8 @@ import torch
 from pydantic import Field
 
 from recsys_cli.config.schema import ModelConfig
+from recsys_cli.memory import format_bytes
 from recsys_cli.models._item_item import ItemItemRecommender
-from recsys_cli.models._memory import format_bytes
 from recsys_cli.models._similarity import (
     map_gram_blocks,
     neighbours_kept,

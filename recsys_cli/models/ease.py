@@ -21,6 +21,7 @@ from pydantic import Field
 
 from recsys_cli import console
 from recsys_cli.config.schema import ModelConfig
+from recsys_cli.memory import format_bytes
 from recsys_cli.models._item_item import ItemItemRecommender
 from recsys_cli.models._linalg import (
     element_size,
@@ -30,7 +31,6 @@ from recsys_cli.models._linalg import (
     spd_inverse_,
     synchronize,
 )
-from recsys_cli.models._memory import format_bytes
 from recsys_cli.models._tiles import Matrix, column_blocks, symmetric_matrix
 from recsys_cli.models.base import FitContext
 from recsys_cli.models.registry import register

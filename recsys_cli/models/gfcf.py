@@ -24,9 +24,9 @@ from pydantic import Field
 from recsys_cli import console
 from recsys_cli.config.schema import ModelConfig
 from recsys_cli.errors import ConfigError
+from recsys_cli.memory import format_bytes
 from recsys_cli.models._item_item import ItemItemRecommender
 from recsys_cli.models._linalg import element_size, gram, gram_memory_bytes, synchronize
-from recsys_cli.models._memory import format_bytes
 from recsys_cli.models._tiles import Matrix, column_blocks, symmetric_matrix
 from recsys_cli.models.base import FitContext
 from recsys_cli.models.registry import register

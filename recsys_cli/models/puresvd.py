@@ -27,9 +27,9 @@ from pydantic import Field
 from recsys_cli import console
 from recsys_cli.config.schema import ModelConfig
 from recsys_cli.errors import ConfigError, DataError, RunFailed
+from recsys_cli.memory import format_bytes
 from recsys_cli.models._item_item import ItemItemRecommender
 from recsys_cli.models._linalg import element_size, numpy_dtype
-from recsys_cli.models._memory import format_bytes
 from recsys_cli.models._tiles import Matrix
 from recsys_cli.models.base import FitContext, Recommender
 from recsys_cli.models.registry import register
