@@ -56,7 +56,7 @@ def train(config: Config, *, evaluate: bool = False, resume: str | Path | None =
         model_cls = get_model_class(config.model.name)
     except ValueError as exc:
         raise RecsysError(str(exc)) from None
-    _preflight(config, model_cls)
+    preflight(config, model_cls)
     run, notes = _reopen_for_resume(config, resume, model_cls) if resume else (RunDirectory.create(config), [])
     threads = torch.get_num_threads()
     try:
@@ -85,7 +85,7 @@ def _train_in(run: RunDirectory, notes: list[str], config: Config, model_cls, *,
     return RunResult(run.path, "succeeded", metrics)
 
 
-def _preflight(config: Config, model_cls) -> None:
+def preflight(config: Config, model_cls) -> None:
     """The checks that need no data and no run directory, made before one is created: the data set's
     name, the accelerator, and (for the synthetic data set) the generator's memory."""
     from recsys_cli.data.registry import SYNTHETIC, check_name

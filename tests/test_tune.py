@@ -219,7 +219,8 @@ def test_resume_after_ctrl_c_continues_the_trial_count(runs_dir, monkeypatch):
     _raise_on_call(monkeypatch, 3, KeyboardInterrupt())
     with pytest.raises(RecsysError) as err:
         tune(config, refit="none")
-    assert err.value.exit_code == 2 and "2 of 5 trials done" in str(err.value) and "rerun" in str(err.value)
+    assert err.value.exit_code == 130 and "interrupted (Ctrl-C) with 2 of 5 trials done" in str(err.value)
+    assert "rerun the same command to resume" in str(err.value)
     study_dirs = list(runs_dir.glob("*-syn-ease-synthetic-tune"))
     assert len(study_dirs) == 1
     first = pd.read_csv(study_dirs[0] / "trials.csv")
@@ -232,6 +233,44 @@ def test_resume_after_ctrl_c_continues_the_trial_count(runs_dir, monkeypatch):
     assert list(frame["state"]) == ["complete", "complete", "interrupted", "complete", "complete", "complete"]
     # the first two trials were not run again: each number has one run directory
     assert len(list((outcome.study_dir / "trials").glob("*-syn-trial0000-*"))) == 1
+
+
+def test_one_trial_runs_exactly_the_base_config(runs_dir):
+    outcome = tune(load_config(data=_config(LAMBDA, trials=1)), refit="none")
+    frame = pd.read_csv(outcome.study_dir / "trials.csv")
+    assert outcome.trials == 1 and outcome.states == {"complete": 1}
+    assert list(frame["number"]) == [0] and frame.loc[0, "param.model.l2_norm"] == 100.0
+    assert outcome.best_params == {"model.l2_norm": 100.0}
+
+
+def test_a_resumed_study_draws_new_points_and_the_same_commands_draw_the_same(tmp_path, monkeypatch):
+    def grow(folder: str) -> list[float]:
+        monkeypatch.setenv("RECSYS_RUNS_DIR", str(tmp_path / folder))
+        for n in (2, 3, 4):  # three commands on one study, each asking for one more trial
+            outcome = tune(load_config(data=_config(LAMBDA, trials=n, sampler="random")), refit="none")
+        return list(pd.read_csv(outcome.study_dir / "trials.csv")["param.model.l2_norm"])
+
+    first = grow("a")
+    assert first[0] == 100.0 and len(set(first)) == 4  # each rerun's sampler proposed a new point
+    assert grow("b") == first
+    monkeypatch.setenv("RECSYS_RUNS_DIR", str(tmp_path / "c"))
+    fresh = tune(load_config(data=_config(LAMBDA, trials=2, sampler="random")), refit="none")
+    assert list(pd.read_csv(fresh.study_dir / "trials.csv")["param.model.l2_norm"]) == first[:2]
+
+
+def test_a_study_in_which_no_trial_completed_fails(runs_dir, monkeypatch):
+    from recsys_cli.errors import RunFailed
+    from recsys_cli.tuning import objective
+
+    def run(config, hooks=None):
+        raise RunFailed("the loss became NaN at epoch 1")
+
+    monkeypatch.setattr(objective.experiment, "run", run)
+    with pytest.raises(RunFailed) as err:
+        tune(load_config(data=_config(LAMBDA, trials=2)), refit="none")
+    assert err.value.exit_code == 1 and "completed (2 fail)" in str(err.value) and "trials.csv" in str(err.value)
+    frame = pd.read_csv(next(runs_dir.glob("*-tune")) / "trials.csv")
+    assert list(frame["state"]) == ["fail", "fail"] and "NaN at epoch 1" in frame.loc[1, "message"]
 
 
 def test_sigterm_stops_two_workers_cleanly_and_the_rerun_finishes_the_study(runs_dir, tmp_path):
@@ -251,8 +290,8 @@ def test_sigterm_stops_two_workers_cleanly_and_the_rerun_finishes_the_study(runs
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2, err[-1500:]
-    assert "rerun the same command to resume" in err
+    assert proc.returncode == 143, err[-1500:]  # SIGTERM's exit code, as for every command
+    assert "terminated (SIGTERM) with" in err and "rerun the same command to resume" in err
     study_dir = next(runs_dir.glob("*-syn-ease-synthetic-tune"))
     first = pd.read_csv(study_dir / "trials.csv")
     done = int((first["state"] == "complete").sum())
@@ -374,6 +413,55 @@ def test_sweep_grid_parsing_and_bad_keys():
     del raw["search"]
     with pytest.raises(ConfigError, match="did you mean 'model.l2_norm'"):
         sweep(load_config(data=raw), {"model.l2norm": [1, 2]})
+
+
+# -- bad input: one line, exit 2, nothing left behind ----------------------------------------------
+@pytest.mark.parametrize(("command", "args", "needle"), [
+    ("tune", ["--set", "device.accelerator=cuda"], "'cuda' but no CUDA device is available"),
+    ("sweep", ["--set", "device.accelerator=cuda"], "'cuda' but no CUDA device is available"),
+    ("tune", ["--set", "data.dataset=nope"], "unknown data set 'nope'"),
+    ("sweep", ["--set", "data.dataset=nope"], "unknown data set 'nope'"),
+    ("tune", ["--storage", "postgresql://u:pw@127.0.0.1:1/db"], "the study storage postgresql://u:***@127.0.0.1:1/db"),
+    ("tune", ["--study", "a/b"], "--study 'a/b' is not a usable study name"),
+    ("tune", ["--study", "../../escape"], "--study '../../escape' is not a usable study name"),
+    ("tune", ["--study", ".hidden"], "not starting with '.'"),
+    ("tune", ["--study", "x" * 101], "at most 100 letters"),
+])
+def test_bad_input_exits_2_with_one_line_and_leaves_nothing(runs_dir, tmp_path, monkeypatch, command, args, needle):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a machine with a GPU
+    _exits_2_leaving_nothing(tmp_path, runs_dir, command, args, needle)
+
+
+@pytest.mark.parametrize("command", ["tune", "sweep"])
+def test_a_data_error_met_after_the_checks_leaves_nothing_either(runs_dir, tmp_path, monkeypatch, command):
+    from recsys_cli.errors import DataError
+    from recsys_cli.tasks import recommendation
+
+    def prepare_split(config, run=None):
+        raise DataError("the download of the data set failed", hint="check the connection and rerun")
+
+    monkeypatch.setattr(recommendation, "prepare_split", prepare_split)
+    _exits_2_leaving_nothing(tmp_path, runs_dir, command, [], "the download of the data set failed")
+
+
+def _exits_2_leaving_nothing(tmp_path: Path, runs_dir: Path, command: str, args: list[str], needle: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_config(LAMBDA)))
+    extra = ["--grid", "model.l2_norm=10,100"] if command == "sweep" else ["--trials", "2"]
+    result = runner.invoke(app, [command, str(path), *extra, *args])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], result.output
+    assert "Traceback" not in result.output and "pw@" not in result.output
+    data_dir = Path(os.environ["RECSYS_DATA_DIR"])  # the split may be cached; nothing else is written
+    assert [p for p in tmp_path.rglob("*") if not p.is_relative_to(data_dir) and p not in (path, runs_dir)] == []
+
+
+def test_good_study_names_pass():
+    from recsys_cli.tuning.study import check_study_name
+
+    for name in ("lightgcn-ml10m", "EASE_v2.1", "a", "x" * 100):
+        check_study_name(name)
 
 
 # -- credentials -----------------------------------------------------------------------------------

@@ -33,8 +33,9 @@ def tune(
                                        help="Database URL shared by several machines, e.g. "
                                             "postgresql://user@host:5432/db (default: a journal file in the "
                                             "study folder). Also read from RECSYS_TUNE_STORAGE."),
-    study: str | None = typer.Option(None, "--study", help="Study name (default: the experiment name and a hash "
-                                     "of the config); machines sharing a database use the same one."),
+    study: str | None = typer.Option(None, "--study", help="Study name: letters, digits, '.', '_' and '-' "
+                                     "(default: the experiment name and a hash of the config); machines sharing "
+                                     "a database use the same one."),
     refit: str = typer.Option("train", "--refit", help="After the search, fit the best config on train (as in the "
                               "search) or train+val and evaluate it on test; none skips it."),
     overrides: list[str] = SetOption,

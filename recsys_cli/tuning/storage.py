@@ -84,13 +84,18 @@ def _open_storage(url: str | None, study_dir: Path) -> Any:
                           hint="e.g. postgresql://user@host:5432/db (leave it out for a journal file in the study folder)")
     try:
         return optuna.storages.RDBStorage(normalise_url(url))
-    except ImportError as exc:
-        raise ConfigError(f"--storage {redact(url)} needs a database driver ({exc.name} is missing)",
-                          hint="pip install 'recsys-cli[distributed]'") from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "cannot reach the study"
-        first = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        raise ConfigError(f"cannot open the study storage {redact(url)}: {first}",
-                          hint="check the host, port, database and credentials (~/.pgpass or PGPASSWORD)") from None
+        raise _unreachable(url, exc) from None
+
+
+def _unreachable(url: str, exc: Exception) -> ConfigError:
+    """The one-line error for a database that cannot be opened (no driver, no server, wrong password)."""
+    if isinstance(exc, ImportError):
+        return ConfigError(f"--storage {redact(url)} needs a database driver ({exc.name} is missing)",
+                           hint="pip install 'recsys-cli[distributed]'")
+    first = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    return ConfigError(f"cannot open the study storage {redact(url)}: {first}",
+                       hint="check the host, port, database and credentials (~/.pgpass or PGPASSWORD)")
 
 
 _ENGINES: dict[str, Any] = {}
@@ -103,10 +108,14 @@ def ask_lock(url: str | None, study_dir: Path, name: str) -> Iterator[None]:
         import sqlalchemy
         from sqlalchemy.pool import NullPool
 
-        engine = _ENGINES.get(url) or _ENGINES.setdefault(url, sqlalchemy.create_engine(normalise_url(url),
-                                                                                      poolclass=NullPool))
+        try:  # the lock is the study's first connection: an unreachable server is reported here
+            engine = _ENGINES.get(url) or _ENGINES.setdefault(url, sqlalchemy.create_engine(normalise_url(url),
+                                                                                          poolclass=NullPool))
+            conn = engine.connect()
+        except Exception as exc:  # noqa: BLE001 - as in _open_storage
+            raise _unreachable(url, exc) from None
         key = int.from_bytes(hashlib.sha256(f"recsys-tune:{name}".encode()).digest()[:8], "big", signed=True)
-        with engine.connect() as conn:
+        with conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
             try:
                 yield

@@ -16,7 +16,9 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,10 +34,11 @@ import yaml
 
 from recsys_cli import atomic, console
 from recsys_cli.config import Config, to_yaml
-from recsys_cli.errors import ConfigError, RecsysError
+from recsys_cli.config.schema import MAX_NAME_LENGTH
+from recsys_cli.errors import ConfigError, RecsysError, RunFailed, Terminated
 from recsys_cli.redact import redact
 from recsys_cli.tuning import space
-from recsys_cli.tuning.objective import TrialOutcome, run_trial
+from recsys_cli.tuning.objective import TrialOutcome, preflight, run_trial
 from recsys_cli.tuning.storage import ENV_STORAGE, ask_lock, open_storage
 from recsys_cli.tuning.storage import signals_deferred as _signals_deferred
 
@@ -76,8 +79,9 @@ def default_study_name(config: Config) -> str:
     return f"{config.experiment.name}-{digest}"
 
 
-def locate_study_dir(config: Config, study_name: str) -> Path:
-    """The newest folder of this study under the runs folder (so rerunning resumes), else a new one."""
+def locate_study_dir(config: Config, study_name: str) -> tuple[Path, bool]:
+    """The newest folder of this study under the runs folder (so rerunning resumes), else a new one;
+    and whether it is new."""
     from recsys_cli.rundir import run_label
 
     runs_dir = Path(config.experiment.runs_dir)
@@ -85,21 +89,30 @@ def locate_study_dir(config: Config, study_name: str) -> Path:
     for path in sorted(runs_dir.glob(f"*-{label}-tune"), reverse=True):
         try:
             if json.loads((path / STUDY_JSON).read_text()).get("study_name") == study_name:
-                return path
+                return path, False
         except (OSError, ValueError):
             continue
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = runs_dir / f"{stamp}-{label}-tune"
-    path.mkdir(parents=True, exist_ok=True)  # two commands started in the same second share it
-    return path
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:  # two commands started in the same second share it
+        return path, False
+    return path, True
 
 
 # -- Optuna objects --------------------------------------------------------------------------------
-def make_sampler(config: Config, worker: int = 0) -> Any:
+def make_sampler(config: Config, worker: int = 0, finished: int = 0) -> Any:
+    """The sampler of worker ``worker`` joining a study that has ``finished`` trials: seeded with seed +
+    worker for a new study, and with a seed drawn from that and ``finished`` for a resumed one (the
+    first seed would propose the new study's points again)."""
+    import numpy as np
     import optuna
 
     search = config.search
     seed = (search.seed if search.seed is not None else config.experiment.seed) + worker
+    if finished:
+        seed = int(np.random.SeedSequence([seed, finished]).generate_state(1)[0])
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if search.sampler == "grid":
@@ -142,11 +155,14 @@ def open_study(config: Config, study_name: str, storage_url: str | None, study_d
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # machines starting together would race to create Optuna's tables and the study: one at a time
     with ask_lock(storage_url, study_dir, "create"):
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=study_name, storage=open_storage(storage_url, study_dir),
             sampler=make_sampler(config, worker), pruner=make_pruner(config), direction=config.search.direction,
             load_if_exists=True,
         )
+    if finished := sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
+        study.sampler = make_sampler(config, worker, finished)
+    return study
 
 
 def budget(config: Config) -> int:
@@ -159,8 +175,11 @@ def budget(config: Config) -> int:
 
 
 def counted(trials: list[Any]) -> list[Any]:
-    """Trials that use up the budget: all but those a Ctrl-C (or a killed worker) cut short."""
-    return [t for t in trials if not t.user_attrs.get("interrupted")]
+    """Trials that use up the budget: all but those a Ctrl-C (or a killed worker) cut short, and those
+    queued (trial 0 from the base config) and not yet asked for."""
+    import optuna
+
+    return [t for t in trials if t.state != optuna.trial.TrialState.WAITING and not t.user_attrs.get("interrupted")]
 
 
 def reclaim_orphans(study: Any) -> int:
@@ -201,22 +220,30 @@ def work(config: Config, study_name: str, storage_url: str | None, study_dir: Pa
     done = 0
     states = {"complete": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
               "failed": optuna.trial.TrialState.FAIL}
+    def tell(trial: Any, outcome: TrialOutcome) -> None:
+        study.tell(trial, outcome.value if outcome.state == "complete" else None, state=states[outcome.state])
+
     while deadline is None or time.monotonic() < deadline:
-        trial = None
+        trial = outcome = None
+        told = False
         try:
             with _signals_deferred(), ask_lock(storage_url, study_dir, study_name):
                 if len(counted(study.get_trials(deepcopy=False))) >= n_trials:
                     break
                 trial = study.ask()
             outcome = run_trial(trial, config, study_dir, threads=threads)
+            with _signals_deferred():  # a Ctrl-C now lands after the tell: the trial keeps its result
+                tell(trial, outcome)
+                told = True
         except KeyboardInterrupt:
-            if trial is not None:
+            if trial is not None and not told:
                 with _signals_deferred():
-                    trial.set_user_attr("interrupted", True)
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    if outcome is not None:  # it landed after the trial's run ended: keep the result
+                        tell(trial, outcome)
+                    else:
+                        trial.set_user_attr("interrupted", True)
+                        study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
-        with _signals_deferred():  # a Ctrl-C now lands after the tell: the trial keeps its result
-            study.tell(trial, outcome.value if outcome.state == "complete" else None, state=states[outcome.state])
         done += 1
         if on_trial is not None:
             on_trial(study, outcome)
@@ -235,44 +262,66 @@ def tune(config: Config, *, trials: int | None = None, jobs: int = 1, storage: s
         raise ConfigError(f"--jobs {jobs} must be at least 1")
     if refit not in ("train", "train+val", "none"):
         raise ConfigError(f"--refit {refit!r} is not one of train, train+val, none")
+    if study is not None:
+        check_study_name(study)
     if trials is not None:
         config = config.model_copy(update={"search": config.search.model_copy(update={"trials": trials})})
+    preflight(config)
     _warn_metric_mismatch(config)
-    study_name = study or default_study_name(config)
-    study_dir = locate_study_dir(config, study_name)
-    atomic.write_text(study_dir / STUDY_YAML, study_yaml(config))
-    atomic.write_json(study_dir / STUDY_JSON, {
-        "study_name": study_name, "storage": redact(storage) if storage else f"journal file {study_dir / 'journal.log'}",
-        "trials": config.search.trials, "metric": config.search.metric, "direction": config.search.direction,
-        "command_line": redact(shlex.join(sys.argv)), "updated": dt.datetime.now(dt.UTC).isoformat(),
-    })
-    console.info(f"study {study_name} in {study_dir} ({redact(storage) if storage else 'journal file'})")
     _prepare_data(config)
-    optuna_study = open_study(config, study_name, storage, study_dir)
-    _start_from_base(config, optuna_study, storage, study_dir)
+    study_name = study or default_study_name(config)
+    study_dir, new = locate_study_dir(config, study_name)
+    try:
+        atomic.write_text(study_dir / STUDY_YAML, study_yaml(config))
+        atomic.write_json(study_dir / STUDY_JSON, {
+            "study_name": study_name,
+            "storage": redact(storage) if storage else f"journal file {study_dir / 'journal.log'}",
+            "trials": config.search.trials, "metric": config.search.metric, "direction": config.search.direction,
+            "command_line": redact(shlex.join(sys.argv)), "updated": dt.datetime.now(dt.UTC).isoformat(),
+        })
+        console.info(f"study {study_name} in {study_dir} ({redact(storage) if storage else 'journal file'})")
+        optuna_study = open_study(config, study_name, storage, study_dir)
+        _start_from_base(config, optuna_study, storage, study_dir)
+    except BaseException:
+        if new:  # a database that cannot be reached, or Ctrl-C, before the study began: leave no folder
+            shutil.rmtree(study_dir, ignore_errors=True)
+        raise
     if (n := reclaim_orphans(optuna_study)):
         console.warn(f"{n} trial(s) of workers that died were marked interrupted; they will be rerun")
     n_trials = budget(config)
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     with terminate_as_interrupt():
         procs = start_workers(config, study_name, storage, study_dir, jobs)
         with _Progress(n_trials) as bar:
             bar.update(optuna_study)
             try:
                 _workers(config, study_name, storage, study_dir, jobs, bar, optuna_study, procs)
-            except KeyboardInterrupt:
-                interrupted = True
+            except KeyboardInterrupt as exc:
+                interrupted = exc
     outcome = report.finish(optuna_study, config, study_dir, n_trials=n_trials,
                             refit=None if interrupted else refit)
-    outcome.interrupted = interrupted
-    if interrupted:
-        raise RecsysError(f"interrupted (Ctrl-C or SIGTERM) with {outcome.trials} of {n_trials} trials done",
-                          hint=f"rerun the same command to resume the study in {study_dir}", exit_code=2)
+    outcome.interrupted = interrupted is not None
+    if interrupted is not None:
+        # the exit codes of every command (the shell's 128 + signal number), with how to resume
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(interrupted, Terminated) else ("interrupted (Ctrl-C)", 130)
+        raise RecsysError(f"{what} with {outcome.trials} of {n_trials} trials done",
+                          hint=f"rerun the same command to resume the study in {study_dir}", exit_code=code)
+    if outcome.best_value is None:
+        states = ", ".join(f"{n} {state}" for state, n in sorted(outcome.states.items()))
+        raise RunFailed(f"no trial of study {study_name} completed ({states or 'none ran'})",
+                        hint=f"each trial's message is in {study_dir / 'trials.csv'}")
     return outcome
 
 
+def check_study_name(name: str) -> None:
+    """A study name names files in the study folder (its lock): no path, no hidden file."""
+    if len(name) > MAX_NAME_LENGTH or not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", name):
+        raise ConfigError(f"--study {name!r} is not a usable study name",
+                          hint=f"use at most {MAX_NAME_LENGTH} letters, digits, '.', '_' and '-', not starting with '.'")
+
+
 def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 @contextlib.contextmanager

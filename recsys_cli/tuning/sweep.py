@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ import yaml
 from recsys_cli import console, experiment
 from recsys_cli.config import Config
 from recsys_cli.config.search import SearchParam, check_space
-from recsys_cli.errors import ConfigError
+from recsys_cli.errors import ConfigError, RecsysError
 from recsys_cli.tuning import space
+from recsys_cli.tuning.objective import preflight
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
@@ -39,12 +41,10 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
 
 
 def parse_seeds(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds {text!r} is not a comma-separated list of integers", hint="e.g. --seeds 0,1,2") from None
+    """``--seeds`` of a sweep: ``run --seeds``' rules (integers in experiment.seed's range, each once); None when not given."""
+    from recsys_cli.seeds import parse_seeds as parse
+
+    return parse(text) if text else None
 
 
 def sweep(config: Config, grid: dict[str, list[Any]], *, seeds: list[int] | None = None) -> tuple[Path, Any]:
@@ -61,6 +61,7 @@ def sweep(config: Config, grid: dict[str, list[Any]], *, seeds: list[int] | None
         raise ConfigError("nothing to sweep", hint="give --grid KEY=V1,V2 and/or --seeds 0,1,2")
     checked = {k: SearchParam(type="categorical", choices=v) for k, v in grid.items()}
     check_space(config.model_copy(update={"search": config.search.model_copy(update={"space": checked})}))
+    preflight(config)
     keys = list(grid)
     combos = list(itertools.product(*(grid[k] for k in keys))) or [()]
     seed_list = seeds or [config.experiment.seed]
@@ -74,8 +75,13 @@ def sweep(config: Config, grid: dict[str, list[Any]], *, seeds: list[int] | None
         params = dict(zip(keys, combo, strict=True))
         run_config = space.apply(config, params, **{"experiment.seed": seed, "experiment.runs_dir": str(folder)})
         console.info(f"[{i}/{total}] {params or ''} seed {seed}")
-        with console.muted():  # each run keeps its own log.txt
-            result = experiment.run(run_config)
+        try:
+            with console.muted():  # each run keeps its own log.txt
+                result = experiment.run(run_config)
+        except RecsysError as exc:
+            if exc.exit_code != 1 and not runs:  # bad input (data, memory) that every run would meet alike
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         runs.append(RunDirectory.open(result.run_dir))
     comparison = compare(runs, keep_all=True)
     files = [p for fmt, name in (("csv", "compare.csv"), ("md", "compare.md"))
