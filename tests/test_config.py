@@ -143,6 +143,9 @@ def test_config_show_prints_resolved_config_with_overrides():
     shown = yaml.safe_load(result.stdout)
     assert shown["training"]["epochs"] == 3
     assert shown["training"]["optimizer"] == "sgd"
+    assert "search" not in shown  # a plain config's search section is empty and never recorded
+    search = yaml.safe_load(runner.invoke(app, ["config", "show", str(CONFIGS / "search" / "ease.yaml")]).stdout)
+    assert search["search"]["space"]["model.l2_norm"]["high"] == 1e7
     assert shown["evaluation"]["cutoffs"] == [10]  # a default not written in the file
     assert shown["model"] == {"name": "mlp-iris", "hidden": [16, 32], "test_size": 0.2, "split_random_state": 42,
                               "standardize": False}

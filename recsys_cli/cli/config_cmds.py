@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+import yaml
 
 from recsys_cli import console
 from recsys_cli.cli.common import ConfigArgument, JsonOption, SetOption, handle_errors, literal_help, load, print_json
-from recsys_cli.config import config_hash, resolved_dict, to_yaml
+from recsys_cli.config import config_hash, resolved_dict
 
 app = typer.Typer(help="Inspect and check experiment configs.", no_args_is_help=True)
 
@@ -22,10 +23,13 @@ def show(config: Path = ConfigArgument, overrides: list[str] = SetOption, as_jso
     Example: recsys config show configs/ease.yaml --set model.l2_norm=500
     """
     cfg = load(config, overrides)
+    data = resolved_dict(cfg)
+    if cfg.search.space:  # a search config: its search section too (runs never record it)
+        data["search"] = cfg.search.model_dump(mode="json", exclude_none=True)
     if as_json:
-        print_json(resolved_dict(cfg))
+        print_json(data)
     else:
-        typer.echo(to_yaml(cfg), nl=False)
+        typer.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=None), nl=False)
 
 
 @app.command("validate")
