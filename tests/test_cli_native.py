@@ -31,6 +31,22 @@ def test_help_imports_no_heavy_library():
     assert out.stdout.strip() == ""
 
 
+@pytest.mark.parametrize("args, message", [
+    (["run", "--bogus"], "error: No such option: --bogus"),
+    (["tune", "configs/search/ease.yaml", "--trials", "0"], "error: Invalid value for '--trials'"),
+    (["nonexist"], "error: No such command 'nonexist'."),
+])
+def test_command_line_mistakes_are_one_line_with_exit_2(args, message):
+    out = subprocess.run([sys.executable, "-m", "recsys_cli", *args], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith(message) and out.stderr.count("\n") == 1 and "--help" in out.stderr, out.stderr
+
+
+def test_a_bare_command_prints_its_help():
+    out = subprocess.run([sys.executable, "-m", "recsys_cli"], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert out.returncode == 2 and "Usage: " in out.stdout and "download" in out.stdout
+
+
 def test_help_texts_keep_their_brackets():
     bench = runner.invoke(app, ["bench-dtype", "--help"], terminal_width=200)
     assert "median [min–max] fit" in bench.output

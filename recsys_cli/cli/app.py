@@ -72,4 +72,22 @@ _register()
 
 
 def main() -> None:
-    app()
+    """The ``recsys`` console script: a command-line mistake (an unknown option, a bad value) is one
+    error line naming the command's --help, exit code 2, like every other bad input."""
+    import sys
+
+    from recsys_cli import console
+
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:  # Ctrl-C before a command took over
+        sys.exit(130)
+    except typer.TyperException as exc:  # Click's usage errors, as Typer raises them
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())  # a bare `recsys` or `recsys config`: its help, as before
+            sys.exit(getattr(exc, "exit_code", 2))
+        where = f" — see {ctx.command_path} --help" if ctx is not None else ""
+        console.error(" ".join(exc.format_message().split()) + where)
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
