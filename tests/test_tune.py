@@ -601,3 +601,31 @@ def test_the_refit_after_two_workers_gets_every_thread_back(runs_dir, monkeypatc
     before = torch.get_num_threads()
     tune(load_config(data=data), jobs=2, refit="train")
     assert threads_seen == [before] and torch.get_num_threads() == before
+
+
+def test_signals_are_held_until_the_storage_block_ends_whichever_thread_they_reach():
+    import signal
+    import threading
+    import time
+
+    from recsys_cli.errors import Terminated
+    from recsys_cli.tuning.storage import signals_deferred
+    from recsys_cli.tuning.study import terminate_as_interrupt
+
+    reached = []
+    with terminate_as_interrupt(), pytest.raises(Terminated):
+        with signals_deferred():
+            # sent from another thread, as a progress bar's or a BLAS thread may receive it
+            sender = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGTERM))
+            sender.start()
+            sender.join()
+            time.sleep(0.05)  # the interpreter runs pending handlers at its next check
+            reached.append("end of block")
+    assert reached == ["end of block"]
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C with Python's own handler
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            reached.append("end of second block")
+    assert reached[-1] == "end of second block"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -43,12 +43,32 @@ def signals_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    # Python runs signal handlers in the main thread whichever thread the OS delivered the signal to
+    # (a progress bar's, BLAS's), so masking this thread alone is not enough: hold them at the
+    # handler instead, and hand the first one held to the previous handler when the block ends.
+    # (a handler installed outside Python reads as None and cannot be put back: left alone)
+    previous = {signum: handler for signum in (signal.SIGINT, signal.SIGTERM)
+                if (handler := signal.getsignal(signum)) is not None}
+    held: list[int] = []
+    for signum in previous:
+        signal.signal(signum, lambda signum, _frame: held.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if held:
+            _deliver(held[0], previous[held[0]])
+
+
+def _deliver(signum: int, handler: Any) -> None:
+    """What the handler that was in place would have done with ``signum``."""
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signum)  # the default action (terminate), now that it is back in place
 
 
 def _deferring(storage: Any) -> Any:
