@@ -12,7 +12,6 @@ from recsys_cli.cli.common import (
     HeldOut,
     JsonOption,
     QuietOption,
-    SetOption,
     VerboseOption,
     handle_errors,
     parse_cutoffs,
@@ -55,7 +54,11 @@ def evaluate(
         [], "--assert", metavar="METRIC@K OP NUMBER",
         help='Fail with exit code 1 unless the bound holds, e.g. --assert "NDCG@10>=0.25" (repeatable).',
     ),
-    overrides: list[str] = SetOption,
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", metavar="KEY=VALUE",
+        help="Override an evaluation.* or device.* key (or data.data_dir, data.source) for this evaluation, "
+             "e.g. --set evaluation.exclude_seen=false (repeatable).",
+    ),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
     verbose: bool = VerboseOption,
