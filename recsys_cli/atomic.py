@@ -67,8 +67,11 @@ def write_text(target: str | os.PathLike[str], text: str) -> None:
 
 
 def json_safe(obj: Any) -> Any:
-    """``obj`` with every NaN or ±inf float as None and NumPy scalars as Python ones: standard JSON
-    has no NaN or Infinity, and strict parsers (jq, JavaScript, ``parse_constant``) reject them."""
+    """``obj`` with every NaN or ±inf float as None, NumPy scalars as Python ones and a pandas DataFrame
+    as its list of row records (missing cells None): standard JSON has no NaN or Infinity, and strict
+    parsers (jq, JavaScript, ``parse_constant``) reject them."""
+    if hasattr(obj, "to_dict") and hasattr(obj, "columns"):  # a DataFrame, without importing pandas here
+        obj = obj.astype(object).where(obj.notna(), None).to_dict(orient="records")
     if isinstance(obj, Mapping):
         return {key: json_safe(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -85,11 +85,13 @@ def _train_in(run: RunDirectory, notes: list[str], config: Config, model_cls, *,
     return RunResult(run.path, "succeeded", metrics)
 
 
-def preflight(config: Config, model_cls) -> None:
-    """The checks that need no data and no run directory, made before one is created: the data set's
-    name, the accelerator, and (for the synthetic data set) the generator's memory."""
+def preflight(config: Config, model_cls=None) -> None:
+    """The checks that need no data and no run directory, made before one is created (by run, tune,
+    sweep): the data set's name (checked when the config loads too; a config changed in Python since
+    is checked again here), the accelerator and dtype, and the synthetic generator's memory."""
     from recsys_cli.data.registry import SYNTHETIC, check_name
 
+    model_cls = model_cls or get_model_class(config.model.name)
     if model_cls.task == "recommendation":
         check_name(config.data.dataset)
         if config.data.dataset == SYNTHETIC:

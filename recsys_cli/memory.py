@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from recsys_cli.errors import ResourceError
@@ -22,8 +23,6 @@ def format_bytes(n: float) -> str:
 
 def budget_gb_for(need: float) -> str:
     """The smallest device.memory_budget_gb (2 decimals, rounded up) that holds ``need`` bytes."""
-    import math
-
     return f"{max(0.01, math.ceil(need / 2**30 * 100) / 100):.2f}"
 
 

@@ -28,7 +28,7 @@ import yaml
 
 from recsys_cli import atomic, console
 from recsys_cli.config import Config, config_hash, load_config, to_yaml
-from recsys_cli.errors import RecsysError, Terminated, disk_full
+from recsys_cli.errors import ConfigError, RecsysError, Terminated, disk_full
 from recsys_cli.processes import hostname, process_started, same_process
 from recsys_cli.redact import redact
 from recsys_cli.timing import Timing
@@ -112,8 +112,6 @@ def run_label(config: Config) -> str:
 
 
 def _folder_error(path: Path, exc: OSError) -> RecsysError:
-    from recsys_cli.errors import ConfigError
-
     file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     reason = f"{file} is a file" if file is not None else exc.strerror or str(exc)
     return disk_full(exc) or ConfigError(f"cannot create the folder {path}: {reason}",

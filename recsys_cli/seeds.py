@@ -186,12 +186,11 @@ def to_markdown(group: SeedGroup, title: str) -> str:
 
 def write_group(group: SeedGroup, config: Config) -> None:
     summary = group.summary
-    records = summary.astype(object).where(summary.notna(), None).to_dict(orient="records")
     atomic.write_together({
         group.path / "summary.csv": summary.to_csv(index=False, float_format="%.10g"),
         group.path / "summary.json": atomic.json_text({
             "experiment": config.experiment.name, "seeds": group.seeds, "split": group.split,
-            "confidence": CONFIDENCE, "members": group.members.to_dict(orient="records"), "summary": records,
+            "confidence": CONFIDENCE, "members": group.members, "summary": summary,
         }),
         group.path / "summary.md": to_markdown(group, config.experiment.name),
         group.path / "members.csv": group.members.to_csv(index=False),

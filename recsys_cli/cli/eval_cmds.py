@@ -102,15 +102,13 @@ def evaluate(
         value = evaluation.value(check.metric, check.cutoff)
         ok = check.check(value)
         outcomes.append({"assertion": check.text, "metric": check.metric, "cutoff": check.cutoff,
-                         "value": value if value == value else None, "passed": ok})
+                         "value": value, "passed": ok})
         (console.success if ok else console.error)(f"assert {check.describe(value)}")
     if as_json:
-        from recsys_cli.evaluation.report import json_records
-
         print_json({
             "run_dir": str(result.run_dir), "metrics_file": evaluation.extra.get("metrics_file"),
             "n_users_evaluated": evaluation.n_users_evaluated,
-            "users_per_second": evaluation.users_per_second, "metrics": json_records(evaluation),
+            "users_per_second": evaluation.users_per_second, "metrics": evaluation.to_records(),
             "assertions": outcomes,
         })
     failed = [o for o in outcomes if not o["passed"]]
@@ -171,12 +169,9 @@ def compare(
     compare_tables.print_table(comparison, files)
     console.success(f"{len(comparison.entries)} rows written to {', '.join(str(f) for f in files)}")
     if as_json:
-        table = comparison.table()
-        stats = comparison.statistics
         print_json({
-            "rows": table.astype(object).where(table.notna(), None).to_dict(orient="records"),
-            "statistics": [] if stats is None else stats.astype(object).where(stats.notna(), None).to_dict(
-                orient="records"),
+            "rows": comparison.table(),
+            "statistics": [] if comparison.statistics is None else comparison.statistics,
             "excluded": [r.name for r in comparison.excluded],
             "files": [str(f) for f in files],
         })

@@ -15,9 +15,7 @@ def run_group(config: Config, seed_text: str, split: str, *, as_json: bool) -> N
     console.success(f"seed group written to {group.path} (summary.csv, summary.json, summary.md)")
     if as_json:
         print_json({"group_dir": str(group.path), "seeds": group.seeds, "split": group.split,
-                    "members": group.members.to_dict(orient="records"),
-                    "summary": group.summary.astype(object).where(group.summary.notna(), None)
-                    .to_dict(orient="records")})
+                    "members": group.members, "summary": group.summary})
     if not group.failed.empty:
         raise RunFailed(f"{len(group.failed)} of {len(group.seeds)} seeds failed "
                         f"({', '.join(map(str, group.failed['seed']))})",

@@ -92,8 +92,7 @@ def sweep(
     folder, table = run_sweep(load(config, overrides), parse_grid(grid), seeds=parse_seeds(seeds))
     console.success(f"sweep of {len(table)} runs: {folder}")
     if as_json:
-        print_json({"sweep_dir": str(folder),
-                    "runs": table.astype(object).where(table.notna(), None).to_dict(orient="records")})
+        print_json({"sweep_dir": str(folder), "runs": table})
 
 
 def _states(states: dict[str, int]) -> str:

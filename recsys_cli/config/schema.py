@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
-from recsys_cli.config.search import SearchConfig
+from recsys_cli.config.search import SearchConfig, canonical_metric
 
 MAX_NAME_LENGTH = 100  # run directory names must stay well under the file systems' 255 bytes
 
@@ -80,17 +80,6 @@ class DataConfig(Section):
 class EarlyStoppingConfig(Section):
     enabled: bool = Field(True, description="Stop when the validation metric stops improving.")
     metric: str = Field("NDCG", description="Validation metric column (any of the 27 evaluator columns).")
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, value: str) -> str:
-        from recsys_cli.errors import ConfigError
-        from recsys_cli.evaluation.report import metric_name
-
-        try:
-            return metric_name(value)
-        except ConfigError as exc:
-            raise ValueError(exc.one_line()) from None
     cutoff: int = Field(10, ge=1, description="Cutoff of the validation metric.")
     patience: int = Field(5, ge=1, description="Evaluations without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest increase that counts as an improvement.")
@@ -99,6 +88,11 @@ class EarlyStoppingConfig(Section):
         None, ge=1, description="Stop when this many epochs pass after the best one (counted in epochs, whatever "
         "the evaluation schedule); replaces patience when set."
     )
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        return canonical_metric(value)
 
 
 class TrainingConfig(Section):

@@ -37,6 +37,16 @@ if TYPE_CHECKING:
 _METRIC = re.compile(r"^\s*([A-Za-z_]+)\s*@\s*(\d+)\s*$")
 
 
+def canonical_metric(name: str) -> str:
+    """An evaluator column's canonical name, for a config validator: a ValueError with a did-you-mean."""
+    from recsys_cli.evaluation.report import metric_name
+
+    try:
+        return metric_name(name)
+    except ConfigError as exc:
+        raise ValueError(exc.one_line()) from None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
@@ -106,16 +116,10 @@ class SearchConfig(_Strict):
     @field_validator("metric")
     @classmethod
     def _metric_at_cutoff(cls, value: str) -> str:
-        from recsys_cli.evaluation.report import metric_name
-
         match = _METRIC.match(value)
         if not match or int(match.group(2)) < 1:
             raise ValueError("must be COLUMN@CUTOFF, e.g. NDCG@10")
-        try:
-            name = metric_name(match.group(1))
-        except ConfigError as exc:
-            raise ValueError(exc.one_line()) from None
-        return f"{name}@{int(match.group(2))}"
+        return f"{canonical_metric(match.group(1))}@{int(match.group(2))}"
 
     @property
     def metric_name(self) -> str:

@@ -18,7 +18,6 @@ import operator
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from rich.console import Console
@@ -33,16 +32,6 @@ KEY_COLUMNS = ("PRECISION", "RECALL", "MAP", "NDCG", "MRR", "HIT_RATE", "COVERAG
 
 def metrics_stem(split_name: str) -> str:
     return "metrics" if split_name in ("test", "", None) else f"metrics-{split_name}"
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def json_records(result) -> list[dict[str, Any]]:
-    return [{**row, "value": _finite_or_none(row["value"])} for row in result.to_records()]
 
 
 def table_cutoffs(csv_path: Path) -> list[int]:
@@ -69,7 +58,7 @@ def write_metrics(run_path: str | Path, result, *, split_name: str = "test", tit
 
     run_path = Path(run_path)
     stem = metrics_stem(split_name)
-    rows = json_records(result)
+    rows = result.to_records()  # atomic.json_text writes NaN and ±inf as null
     body = markdown(result, split_name=split_name, title=title)
     if overrides is not None:
         run_path = run_path / "evaluations"

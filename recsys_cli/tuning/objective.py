@@ -68,12 +68,6 @@ def trial_config(base: Config, params: dict[str, Any], *, number: int, study_dir
     return space.apply(base, params, **fixed)
 
 
-def preflight(config: Config) -> None:
-    """``run``'s own checks (data set name, accelerator, dtype, the synthetic generator's memory), made
-    before tune or sweep creates its folder: input that would fail every run stops there, leaving nothing."""
-    experiment.preflight(config, get_model_class(config.model.name))
-
-
 def run_trial(trial: Any, base: Config, study_dir: Path, *, threads: int | None = None) -> TrialOutcome:
     """Run one trial and tell nothing: the caller tells the study the outcome (state and value)."""
     search = base.search

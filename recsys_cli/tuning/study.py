@@ -32,13 +32,13 @@ from typing import Any, Self
 
 import yaml
 
-from recsys_cli import atomic, console
+from recsys_cli import atomic, console, experiment
 from recsys_cli.config import Config, to_yaml
 from recsys_cli.config.schema import MAX_NAME_LENGTH
 from recsys_cli.errors import ConfigError, RecsysError, RunFailed, Terminated
 from recsys_cli.redact import redact
 from recsys_cli.tuning import space
-from recsys_cli.tuning.objective import TrialOutcome, preflight, run_trial
+from recsys_cli.tuning.objective import TrialOutcome, run_trial
 from recsys_cli.tuning.storage import ENV_STORAGE, ask_lock, open_storage
 from recsys_cli.tuning.storage import signals_deferred as _signals_deferred
 
@@ -266,7 +266,7 @@ def tune(config: Config, *, trials: int | None = None, jobs: int = 1, storage: s
         check_study_name(study)
     if trials is not None:
         config = config.model_copy(update={"search": config.search.model_copy(update={"trials": trials})})
-    preflight(config)
+    experiment.preflight(config)  # input that would fail every trial stops here, before any folder
     _warn_metric_mismatch(config)
     _prepare_data(config)
     study_name = study or default_study_name(config)

@@ -19,7 +19,6 @@ from recsys_cli.config import Config
 from recsys_cli.config.search import SearchParam, check_space
 from recsys_cli.errors import ConfigError, RecsysError
 from recsys_cli.tuning import space
-from recsys_cli.tuning.objective import preflight
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
@@ -61,7 +60,7 @@ def sweep(config: Config, grid: dict[str, list[Any]], *, seeds: list[int] | None
         raise ConfigError("nothing to sweep", hint="give --grid KEY=V1,V2 and/or --seeds 0,1,2")
     checked = {k: SearchParam(type="categorical", choices=v) for k, v in grid.items()}
     check_space(config.model_copy(update={"search": config.search.model_copy(update={"space": checked})}))
-    preflight(config)
+    experiment.preflight(config)  # input that would fail every run stops here, before the folder
     keys = list(grid)
     combos = list(itertools.product(*(grid[k] for k in keys))) or [()]
     seed_list = seeds or [config.experiment.seed]
